@@ -1,22 +1,38 @@
 """Model registry: name -> builder(input_shape, num_outputs, params) -> uncompiled Keras model.
 
-Builders return the backbone only (features -> logits); the frontend is added around it by
-models.classifier.AudioClassifier so every model shares it.
+Builders return the backbone only (features [frames, bins, 1] -> float32 logits); the
+frontend and the output activation are added around it by models.classifier.AudioClassifier
+so every model shares them. Each builder's docstring says which ModelConfig fields it reads.
+
+    python -m models.registry --config configs/demo.yaml   # parameters of every model
 """
 from __future__ import annotations
 
-from typing import Callable
+import argparse
+import dataclasses
+import sys
+from typing import Callable, Optional
 
 import keras
 from keras import layers
 
-from pipeline.config import ModelConfig
+from models.baselines import capuchin_baseline, watkins_cnn
+from models.efficientnet import efficientnet_b0
+from models.mobilenet import mobilenet
+from models.resnet import resnet
+from pipeline.config import Config, ConfigError, ModelConfig, add_config_arguments, config_from_arguments
+from pipeline.dataset import LabelSpec
+from pipeline.frontend import frontend_output_shape
+from pipeline.sources import load_records
 
 Builder = Callable[[tuple, int, ModelConfig], keras.Model]
 
 
 def small_cnn(input_shape: tuple, num_outputs: int, params: ModelConfig) -> keras.Model:
-    """Conv-BN-ReLU blocks with pooling, widths doubling per block, global pooling head."""
+    """Conv-BN-ReLU blocks with pooling, widths doubling per block, global pooling head.
+
+    Reads width, depth and dropout.
+    """
     inputs = keras.Input(shape=input_shape, name="features")
     x = inputs
     for block in range(params.depth):
@@ -33,6 +49,11 @@ def small_cnn(input_shape: tuple, num_outputs: int, params: ModelConfig) -> kera
 
 REGISTRY: dict[str, Builder] = {
     "small_cnn": small_cnn,
+    "capuchin_baseline": capuchin_baseline,
+    "watkins_cnn": watkins_cnn,
+    "resnet": resnet,
+    "mobilenet": mobilenet,
+    "efficientnet_b0": efficientnet_b0,
 }
 
 
@@ -40,3 +61,62 @@ def build_backbone(params: ModelConfig, input_shape: tuple, num_outputs: int) ->
     if params.name not in REGISTRY:
         raise ValueError(f"model.name: unknown model {params.name!r} (known: {', '.join(sorted(REGISTRY))})")
     return REGISTRY[params.name](tuple(input_shape), num_outputs, params)
+
+
+def parameter_count(name: str, input_shape: tuple, num_outputs: int,
+                    params: ModelConfig = ModelConfig()) -> int:
+    """Parameters (trainable and not) of registry model `name` built with `params`' knobs."""
+    return build_backbone(dataclasses.replace(params, name=name), input_shape, num_outputs).count_params()
+
+
+def parameter_table(input_shape: tuple, num_outputs: int, params: ModelConfig) -> str:
+    """A text table: every registered model and its parameter count; '*' marks params.name.
+
+    A model that cannot take this input shape shows why instead of a count.
+    """
+    rows = []
+    for name in REGISTRY:
+        try:
+            count = f"{parameter_count(name, input_shape, num_outputs, params):,}"
+        except ValueError as err:
+            count = f"not buildable: {err}"
+        rows.append((f"{name}{' *' if name == params.name else ''}", count))
+    width = max(len("model"), *(len(model) for model, _ in rows))
+    count_width = max(len("parameters"), *(len(count) for _, count in rows))
+    lines = [f"{'model':<{width}}  {'parameters':>{count_width}}"]
+    lines += [f"{model:<{width}}  {count:>{count_width}}" for model, count in rows]
+    return "\n".join(lines)
+
+
+def config_num_outputs(cfg: Config) -> int:
+    """Outputs the config's data gives (its labels and train.task), as train.py counts them."""
+    records = load_records(cfg.data)
+    return LabelSpec.from_records(records, cfg.train.task, cfg.data.negative_label).num_outputs
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Parameter count of every registered model "
+                                                 "for a config's input shape and model knobs.")
+    add_config_arguments(parser)
+    parser.add_argument("--num-outputs", type=int, default=None,
+                        help="outputs (classes); default: counted from the config's data")
+    args = parser.parse_args(argv)
+    cfg = config_from_arguments(args)
+    num_outputs = args.num_outputs
+    if num_outputs is None:
+        try:
+            num_outputs = config_num_outputs(cfg)
+        except (ConfigError, ValueError) as err:
+            print(f"{args.config}: cannot count the outputs from the data ({err}); "
+                  "pass --num-outputs", file=sys.stderr)
+            return 2
+    frames, bins = frontend_output_shape(cfg.frontend, cfg.audio.sample_rate_hz, cfg.audio.clip_samples)
+    m = cfg.model
+    print(f"{args.config}: features {frames}x{bins}x1, {num_outputs} outputs; width {m.width}, "
+          f"depth {m.depth}, kernel_size {m.kernel_size}, pooling {m.pooling}, dropout {m.dropout:g}")
+    print(parameter_table((frames, bins, 1), num_outputs, cfg.model))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -153,9 +153,15 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+    """Backbone from models.registry. Each family reads the fields it needs (see its builder)."""
+
     name: str = "small_cnn"
+    # Channels of the first block; later blocks widen from it.
     width: int = 32
+    # Number of blocks (stages).
     depth: int = 3
+    kernel_size: int = 3
+    pooling: Literal["max", "avg"] = "max"
     dropout: float = 0.2
 
 
@@ -170,6 +176,12 @@ class TrainConfig:
     # Class imbalance: "none"; "class_weights" (loss weights from training-split counts, single-
     # label tasks); "sample" (tf.data draws every class equally often).
     balance: Literal["none", "class_weights", "sample"] = "none"
+    # Learning-rate schedule over the whole run: "constant" or "cosine" decay to 0.
+    schedule: Literal["constant", "cosine"] = "constant"
+    # TensorBoard profiler batch range, e.g. "10,20"; "" turns the profiler off.
+    profile_batches: str = ""
+    # Augmented input spectrograms drawn in TensorBoard's image grid each epoch (0: none).
+    image_examples: int = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +192,28 @@ class DetectConfig:
     min_gap_s: float = 0.0
     min_duration_s: float = 0.0
     batch_size: int = 64
+    # Audio decoded and scored per step when streaming a file; memory is bounded by this.
+    chunk_s: float = 60.0
+    # Evaluation against a truth table: a detected event matches a true call when their overlap
+    # is at least this fraction of the shorter of the two (one-to-one matching).
+    match_min_overlap: float = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """KerasTuner search (python -m tuning). The space itself is declared in tuning/space.py."""
+
+    tuner: Literal["hyperband", "bayesian", "random"] = "hyperband"
+    max_trials: int = 20
+    # Stop cleanly after the trial running when this many hours have passed (0: no limit).
+    max_hours: float = 0.0
+    objective: str = "val_loss"
+    # Epochs of the longest trial (Hyperband's max_epochs; every trial for random/bayesian).
+    max_epochs: int = 20
+    # Hyperparameters held at one value, e.g. {"model.name": "resnet"}.
+    fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Narrowed choices, e.g. {"frontend.n_mels": [32, 64], "model.name": ["small_cnn", "resnet"]}.
+    space: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +226,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     detect: DetectConfig = DetectConfig()
+    tune: TuneConfig = TuneConfig()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +258,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is dict and typing.get_args(tp)[1] is Any:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a mapping from names to values, got {value!r}")
     if origin is dict:
         if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
                                            for k, v in value.items()):
@@ -336,6 +375,13 @@ def _check(cfg: Config) -> None:
     need(cfg.train.learning_rate > 0, "train.learning_rate", "a positive rate")
     need(0 <= cfg.model.dropout < 1, "model.dropout", "a fraction in [0, 1)")
     need(0 < cfg.detect.threshold < 1, "detect.threshold", "a score in (0, 1)")
+    need(cfg.model.kernel_size >= 1, "model.kernel_size", "at least 1")
+    need(cfg.model.width >= 1 and cfg.model.depth >= 1, "model.width", "width and depth of at least 1")
+    need(cfg.detect.chunk_s > 0, "detect.chunk_s", "a positive duration in seconds")
+    need(0 < cfg.detect.match_min_overlap <= 1, "detect.match_min_overlap", "a fraction in (0, 1]")
+    need(cfg.tune.max_trials >= 1, "tune.max_trials", "at least 1")
+    need(cfg.tune.max_epochs >= 1, "tune.max_epochs", "at least 1")
+    need(cfg.tune.max_hours >= 0, "tune.max_hours", "hours >= 0 (0: no limit)")
     if problems:
         key, msg = problems[0]
         raise ConfigError(f"{key}: expected {msg}")
