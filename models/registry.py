@@ -29,18 +29,19 @@ Builder = Callable[[tuple, int, ModelConfig], keras.Model]
 
 
 def small_cnn(input_shape: tuple, num_outputs: int, params: ModelConfig) -> keras.Model:
-    """Conv-BN-ReLU blocks with pooling, widths doubling per block, global pooling head.
+    """Conv-BN-ReLU blocks with 2x2 pooling, widths doubling per block, global average head.
 
-    Reads width, depth and dropout.
+    Reads width, depth, kernel_size, pooling (the blocks' 2x2 pooling: max or avg) and dropout.
     """
+    pool = {"max": layers.MaxPooling2D, "avg": layers.AveragePooling2D}[params.pooling]
     inputs = keras.Input(shape=input_shape, name="features")
     x = inputs
     for block in range(params.depth):
         width = params.width * (2 ** block)
-        x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{block}")(x)
+        x = layers.Conv2D(width, params.kernel_size, padding="same", use_bias=False, name=f"conv{block}")(x)
         x = layers.BatchNormalization(name=f"bn{block}")(x)
         x = layers.ReLU(name=f"relu{block}")(x)
-        x = layers.MaxPooling2D(2, padding="same", name=f"pool{block}")(x)
+        x = pool(2, padding="same", name=f"pool{block}")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(params.dropout, name="dropout")(x)
     outputs = layers.Dense(num_outputs, name="logits", dtype="float32")(x)

@@ -68,14 +68,24 @@ def prepare_run(cfg: Config, run_dir: Path, quiet: bool = False) -> RunData:
     digest = write_manifest(records, run_dir)
     labels = LabelSpec.from_records(records, cfg.train.task, cfg.data.negative_label)
     write_labels(labels, run_dir)
-    noise_files = []
-    if cfg.augment.enabled and cfg.augment.noise_prob > 0:
-        noise_files = sorted(str(p) for p in Path(cfg.data.root).glob(cfg.augment.noise_glob))
-    data = RunData(records, labels, digest, noise_files)
+    data = RunData(records, labels, digest, noise_files(cfg))
     if not quiet:
         sizes = ", ".join(f"{s} {len(data.part(s))}" for s in SPLITS)
         print(f"records: {len(records)} ({sizes}); labels: {', '.join(labels.names)}; manifest {digest}")
     return data
+
+
+def noise_files(cfg: Config) -> list[str]:
+    """Background recordings for noise mixing: augment.noise_glob under data.root. Listed
+    whenever the glob is set (the tuner may turn mixing on for a config that has it off)."""
+    if not (cfg.augment.enabled and cfg.augment.noise_glob):
+        return []
+    return sorted(str(p) for p in Path(cfg.data.root).glob(cfg.augment.noise_glob))
+
+
+def steps_per_epoch(cfg: Config, data: RunData) -> int:
+    """Training batches per epoch: one pass over the training split."""
+    return max(1, len(data.part("train")) // cfg.pipeline.batch_size)
 
 
 def write_labels(labels: LabelSpec, run_dir: Path) -> None:
@@ -86,7 +96,7 @@ def make_datasets(cfg: Config, data: RunData) -> Datasets:
     """One endless training stream (tf.data builds its iterator once instead of per epoch)."""
     train = make_dataset(data.part("train"), data.labels, cfg, training=True, noise_files=data.noise_files,
                          repeat=True)
-    steps = max(1, len(data.part("train")) // cfg.pipeline.batch_size)
+    steps = steps_per_epoch(cfg, data)
     val = make_dataset(data.part("val"), data.labels, cfg, training=False)
     test = make_dataset(data.part("test"), data.labels, cfg, training=False)
     return Datasets(train, val, test, steps)

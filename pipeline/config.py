@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import types
 import typing
@@ -18,6 +19,22 @@ import yaml
 
 class ConfigError(ValueError):
     """A config file or override that cannot describe a run."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads exponent floats without a dot (1e-4, 5E3) as floats; plain
+    YAML 1.1 reads them as strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,7 +413,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if len(path) < 2:
         raise ConfigError(f"--set {text!r}: expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from None
     return path, value
@@ -439,7 +456,7 @@ def load_config(path: str | Path, overrides: typing.Iterable[str] = ()) -> Confi
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = _yaml_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(raw, dict):

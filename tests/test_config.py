@@ -75,3 +75,13 @@ def test_commands_stop_with_code_2_naming_the_key(tmp_path, capsys):
         train.main(["--config", str(path), "--out", str(tmp_path / "run")])
     assert stop.value.code == 2
     assert "frontend.fmax_hz" in capsys.readouterr().err
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    from pipeline.config import load_config, parse_override
+
+    assert parse_override("train.learning_rate=1e-4") == (["train", "learning_rate"], 1e-4)
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 3E-3\n")
+    assert load_config(path).train.learning_rate == 3e-3
+    assert parse_override("data.label_regex=x1e3")[1] == "x1e3"

@@ -14,7 +14,7 @@ SMALL_INPUT = (40, 32, 1)  # [frames, bins, 1]
 NUM_OUTPUTS = 3
 # Small knobs keep the whole file fast; the fixed models ignore them.
 SMALL = ModelConfig(width=8, depth=2, kernel_size=3, pooling="max", dropout=0.1)
-TUNABLE = ["resnet", "mobilenet"]
+TUNABLE = ["small_cnn", "resnet", "mobilenet"]
 POOLED = ["resnet", "mobilenet", "efficientnet_b0"]
 
 
@@ -166,3 +166,10 @@ def test_command_without_data_asks_for_num_outputs(tmp_path, capsys):
     path.write_text(path.read_text().replace("root: .", "root: missing"))
     assert main(["--config", str(path)]) == 2
     assert "pass --num-outputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pooling, layer_type", [("avg", keras.layers.AveragePooling2D),
+                                                 ("max", keras.layers.MaxPooling2D)])
+def test_small_cnn_pooling_sets_the_block_pooling(pooling, layer_type):
+    model = build("small_cnn", dataclasses.replace(SMALL, pooling=pooling))
+    assert type(model.get_layer("pool0")) is layer_type

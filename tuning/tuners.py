@@ -1,0 +1,144 @@
+"""KerasTuner pieces: oracles that stop at a wall-clock deadline, and the tuner that runs trials
+of tuning.hypermodel (Hyperband rounds continue from the earlier round's checkpoint).
+
+The oracle holds the search state (OUT/search/oracle.json and trial_*/trial.json): rerunning
+with the same OUT reloads it and runs the trial that was running again, under its own id.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import keras_tuner
+from keras_tuner.engine.trial import Trial, TrialStatus
+
+from pipeline.config import Config
+
+PROJECT = "search"
+
+
+class StopsAtDeadline:
+    """Oracle mixin: once `deadline` (time.time()) has passed, hands out no new trial, so every
+    tuner (every worker, in distributed mode) stops after the trial it is running."""
+
+    deadline: Optional[float] = None
+
+    @keras_tuner.synchronized
+    def create_trial(self, tuner_id: str) -> Trial:
+        if self.deadline is not None and time.time() >= self.deadline and tuner_id not in self.ongoing_trials:
+            self.tuner_ids.discard(tuner_id)  # lets a distributed chief exit once all have stopped
+            return Trial(self.get_space(), status=TrialStatus.STOPPED)
+        return super().create_trial(tuner_id)
+
+
+class RandomOracle(StopsAtDeadline, keras_tuner.oracles.RandomSearchOracle):
+    pass
+
+
+class BayesianOracle(StopsAtDeadline, keras_tuner.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class HyperbandOracle(StopsAtDeadline, keras_tuner.oracles.HyperbandOracle):
+    pass
+
+
+# A search stops after this many failed trials in a row (KerasTuner's default is 3): invalid
+# combinations and diverging learning rates are ordinary outcomes of a wide search.
+MAX_CONSECUTIVE_FAILED = 10
+
+
+def make_oracle(cfg: Config, direction: str, deadline: Optional[float]) -> keras_tuner.Oracle:
+    """tune.tuner's oracle, capped at tune.max_trials trials. Hyperband runs as many brackets as
+    the cap allows (max_epochs for the longest trial, factor 3)."""
+    tune = cfg.tune
+    common = dict(objective=keras_tuner.Objective(tune.objective, direction), seed=cfg.pipeline.seed,
+                  max_consecutive_failed_trials=MAX_CONSECUTIVE_FAILED)
+    if tune.tuner == "hyperband":
+        oracle = HyperbandOracle(max_epochs=tune.max_epochs, factor=3, hyperband_iterations=math.inf, **common)
+        oracle.max_trials = tune.max_trials
+    elif tune.tuner == "bayesian":
+        oracle = BayesianOracle(max_trials=tune.max_trials, **common)
+    else:
+        oracle = RandomOracle(max_trials=tune.max_trials, **common)
+    oracle.deadline = deadline
+    return oracle
+
+
+class SearchTuner(keras_tuner.Tuner):
+    """Passes each trial's ids and (Hyperband) starting weights to the hypermodel's fit, keeps a
+    record of every attempt at a trial in trial_*/attempts.json and calls `after_trial` (if set)
+    once the oracle has the trial's result."""
+
+    after_trial: Optional[Callable[[], None]] = None
+
+    def _populate_initial_space(self) -> None:
+        # KerasTuner builds a model here to discover conditional hyperparameters; this space has
+        # none and is declared whole by declare_hyperparameters, so no model is built (and a
+        # default combination that cannot run fails its trial instead of the start-up).
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def on_search_begin(self) -> None:
+        # Saved now, not after the first trial: a search killed during its first trial resumes too.
+        self.save()
+        super().on_search_begin()
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        kwargs["trial_id"] = trial.trial_id
+        kwargs["trial_dir"] = self.get_trial_dir(trial.trial_id)
+        if "tuner/initial_epoch" in hp.values:
+            kwargs["initial_epoch"] = hp.values["tuner/initial_epoch"]
+        if "tuner/trial_id" in hp.values:
+            kwargs["start_from"] = self.checkpoint_path(hp.values["tuner/trial_id"])
+        return super().run_trial(trial, *args, **kwargs)
+
+    def checkpoint_path(self, trial_id: str) -> str:
+        """Best-epoch weights of a trial (where keras_tuner.Tuner saves and loads them)."""
+        return os.path.join(self.get_trial_dir(trial_id), "checkpoint.weights.h5")
+
+    def on_trial_begin(self, trial) -> None:
+        attempts = read_attempts(self.get_trial_dir(trial.trial_id))
+        attempts.append({"tuner_id": self.tuner_id, "start": time.time()})
+        _write_attempts(self.get_trial_dir(trial.trial_id), attempts)
+        super().on_trial_begin(trial)
+
+    def on_trial_end(self, trial) -> None:
+        attempts = read_attempts(self.get_trial_dir(trial.trial_id))
+        if attempts:
+            attempts[-1].update(seconds=round(time.time() - attempts[-1]["start"], 1), status=trial.status)
+            _write_attempts(self.get_trial_dir(trial.trial_id), attempts)
+        super().on_trial_end(trial)
+        if self.after_trial is not None:
+            self.after_trial()
+
+
+def read_attempts(trial_dir: str | Path) -> list[dict]:
+    """[{tuner_id, start, seconds?, status?}] per run of a trial (a trial killed and rerun has two)."""
+    path = Path(trial_dir) / "attempts.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _write_attempts(trial_dir: str | Path, attempts: list[dict]) -> None:
+    path = Path(trial_dir) / "attempts.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(attempts, indent=1))
+    tmp.replace(path)
+
+
+def role() -> str:
+    """'single', or 'chief' / 'worker' in KerasTuner's distributed mode (KERASTUNER_ORACLE_IP set;
+    the chief's KERASTUNER_TUNER_ID contains 'chief')."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "single"
+    return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def tuner_id() -> str:
+    return os.environ.get("KERASTUNER_TUNER_ID", "tuner0")
