@@ -92,13 +92,18 @@ def write_labels(labels: LabelSpec, run_dir: Path) -> None:
     (run_dir / "labels.json").write_text(json.dumps({"names": list(labels.names), "task": labels.task}, indent=2))
 
 
-def make_datasets(cfg: Config, data: RunData) -> Datasets:
-    """One endless training stream (tf.data builds its iterator once instead of per epoch)."""
+def make_datasets(cfg: Config, data: RunData, data_service: str = "",
+                  data_service_job: Optional[str] = None) -> Datasets:
+    """One endless training stream (tf.data builds its iterator once instead of per epoch).
+
+    `data_service`: a tf.data service dispatcher (HOST:PORT) that runs the input pipelines;
+    `data_service_job`: the training stream's job name, shared by a multi-worker run's trainers.
+    """
     train = make_dataset(data.part("train"), data.labels, cfg, training=True, noise_files=data.noise_files,
-                         repeat=True)
+                         repeat=True, data_service=data_service, data_service_job=data_service_job)
     steps = steps_per_epoch(cfg, data)
-    val = make_dataset(data.part("val"), data.labels, cfg, training=False)
-    test = make_dataset(data.part("test"), data.labels, cfg, training=False)
+    val = make_dataset(data.part("val"), data.labels, cfg, training=False, data_service=data_service)
+    test = make_dataset(data.part("test"), data.labels, cfg, training=False, data_service=data_service)
     return Datasets(train, val, test, steps)
 
 
@@ -228,13 +233,17 @@ def export_savedmodel(model: AudioClassifier, clip_samples: int, path: Path) -> 
 
 
 def standard_callbacks(cfg: Config, sets: Datasets, labels: LabelSpec, run_dir: Path,
-                       checkpoint: bool = True) -> list[keras.callbacks.Callback]:
+                       checkpoint: bool = True, chief: bool = True) -> list[keras.callbacks.Callback]:
     """Resume (BackupAndRestore), best-model checkpoint by validation loss (model.keras), early
     stopping, history.csv and TensorBoard (scalars, augmented input images, validation confusion
     matrix and PR curves, optional profiler). The best model is read back from model.keras after
-    fit, so it is the best of the whole run even when the run was resumed."""
+    fit, so it is the best of the whole run even when the run was resumed. `chief=False` (other
+    workers of a multi-worker run): only the callbacks that steer training, no files."""
     from models.callbacks import AtomicBackupAndRestore, InputImages, ResumableCheckpoint, ValidationImages
 
+    if not chief:
+        return [AtomicBackupAndRestore(str(run_dir / "backup")),
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.early_stopping_patience)]
     logs = run_dir / "logs"
     profile = tuple(int(b) for b in cfg.train.profile_batches.split(",")) if cfg.train.profile_batches else 0
     callbacks = [

@@ -18,7 +18,8 @@ import tensorflow as tf
 
 from pipeline import augment as aug
 from pipeline.config import AudioConfig, AugmentConfig, Config, FrontendConfig
-from pipeline.decode import read_audio, read_audio_range, to_mono
+from pipeline.data_service import check_wav_inputs, distribute
+from pipeline.decode import is_wav_path, read_audio, read_audio_range, to_mono
 from pipeline.frontend import compute_features
 from pipeline.resample import resample, resample_segment, resampled_length
 
@@ -92,7 +93,7 @@ def crop_offset(region_samples: tf.Tensor, clip_samples: int, audio: AudioConfig
 
 def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: AudioConfig,
               training: bool, seed: Optional[tf.Tensor] = None, shift_max_s: float = 0.0,
-              rates: Sequence[int] = ()) -> tf.Tensor:
+              rates: Sequence[int] = (), compressed: bool = True) -> tf.Tensor:
     """One record -> float32 [clip_samples] mono at audio.sample_rate_hz.
 
     Only the region [start_s, end_s) (NaN = whole file) is read and decoded (seek in WAV,
@@ -101,6 +102,7 @@ def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: Audi
     training, `shift_max_s` moves the crop by up to that much either way (time-shift
     augmentation; audio beyond the region's ends reads as zeros). `rates`: the input rates
     expected (from the file scan), whose resampling filters are then built once per graph.
+    `compressed=False`: WAV files only (see pipeline.decode.read_audio).
     """
     rate_out = audio.sample_rate_hz
     clip = audio.clip_samples
@@ -108,11 +110,11 @@ def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: Audi
     end_s = tf.cast(end_s, tf.float64)
 
     def whole_file():
-        samples, rate = read_audio(path)  # [frames, channels], int32
+        samples, rate = read_audio(path, compressed)  # [frames, channels], int32
         return to_mono(samples, audio.mono), rate  # [frames]
 
     def window():
-        samples, rate, _first = read_audio_range(path, start_s, end_s)  # only the region is read
+        samples, rate, _first = read_audio_range(path, start_s, end_s, compressed)  # only the region is read
         return to_mono(samples, audio.mono), rate  # [region_frames]
 
     region, rate_in = tf.cond(tf.math.is_nan(start_s) & tf.math.is_nan(end_s), whole_file, window)
@@ -193,13 +195,19 @@ def known_rates(records: pd.DataFrame) -> tuple[int, ...]:
     return tuple(sorted({int(r) for r in records["sample_rate_hz"].dropna()}))
 
 
+def needs_compressed(files: Sequence[str]) -> bool:
+    """Whether any file needs the MP3/FLAC/Ogg readers (otherwise graphs are built WAV-only)."""
+    return not all(is_wav_path(f) for f in files)
+
+
 def noise_dataset(files: Sequence[str], cfg: Config) -> tf.data.Dataset:
     """Endless stream of background clips (random crops of non-call audio) for noise mixing."""
+    compressed = needs_compressed(files)
     ds = tf.data.Dataset.from_tensor_slices(np.array(files, dtype=str)).repeat()
     ds = ds.shuffle(max(len(files), 1), seed=cfg.pipeline.seed + 7, reshuffle_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, _seed_stream(cfg.pipeline.seed + 11)))
     nan = tf.constant(np.nan, tf.float64)
-    return ds.map(lambda f, s: load_clip(f, nan, nan, cfg.audio, True, s),
+    return ds.map(lambda f, s: load_clip(f, nan, nan, cfg.audio, True, s, compressed=compressed),
                   num_parallel_calls=AUTOTUNE, deterministic=cfg.pipeline.deterministic)
 
 
@@ -211,7 +219,8 @@ def balanced_records(records: pd.DataFrame, labels: LabelSpec, seed: int) -> tf.
 
 
 def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training: bool,
-                 noise_files: Sequence[str] = (), repeat: bool = False) -> tf.data.Dataset:
+                 noise_files: Sequence[str] = (), repeat: bool = False, data_service: str = "",
+                 data_service_job: Optional[str] = None) -> tf.data.Dataset:
     """Batches for training (shuffled, random crops, augmentation) or evaluation (fixed order).
 
     Elements:
@@ -219,8 +228,15 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training
       training, placement "device":    ({"audio": [B, N], "seed": [2], "noise"?: [B, N]}, targets)
       evaluation, "pipeline":          (features, targets)
       evaluation, "device":            (audio [B, N], targets)
+
+    `data_service`: address of a tf.data service dispatcher that then runs everything up to the
+    final prefetch (pipeline.data_service; WAV inputs only); `data_service_job`: the job name,
+    shared by trainers that split one stream (multi-worker training), None for a full pass.
     """
     p = cfg.pipeline
+    if data_service:
+        check_wav_inputs(list(records["file"]) + list(noise_files))
+    compressed = needs_compressed(list(records["file"]))
     if training and cfg.train.balance == "sample":
         # Endless; one epoch is still len(records) examples.
         ds = balanced_records(records, labels, p.seed).take(len(records))
@@ -237,7 +253,7 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training
 
     def per_example(rec, seed):
         clip = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
-                         rates)
+                         rates, compressed)
         return clip, rec["target"]
 
     ds = ds.map(per_example, num_parallel_calls=AUTOTUNE, deterministic=p.deterministic)
@@ -270,4 +286,6 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training
     options.deterministic = p.deterministic
     options.experimental_optimization.map_parallelization = True
     ds = ds.with_options(options)
+    if data_service:
+        ds = distribute(ds, data_service, job_name=data_service_job)
     return ds.prefetch(AUTOTUNE)

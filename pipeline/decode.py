@@ -60,15 +60,36 @@ _read_other_call = tf.function(_read_other, input_signature=[tf.TensorSpec([], t
 _WAV_PATH = r"(?i).*\.(?:" + "|".join(map(re.escape, WAV_EXTENSIONS)) + ")"
 
 
-def read_audio(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def is_wav_path(path: str) -> bool:
+    """Whether read_audio takes `path` for a WAV file (its extension, any case)."""
+    return re.fullmatch(_WAV_PATH, str(path)) is not None
+
+
+def _not_wav_range(path: tf.Tensor, *_) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The non-WAV branch of a reader built with compressed=False (no tensorflow-io ops, whose
+    locks keep a graph from being serialized): a check that fails naming the file."""
+    check = tf.debugging.Assert(False, ["not a WAV file, for a reader built for WAV only:", path])
+    with tf.control_dependencies([check]):
+        return tf.zeros([0, 1]), tf.constant(0, tf.int32), tf.constant(0, tf.int64)
+
+
+def _not_wav(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    return _not_wav_range(path)[:2]
+
+
+def read_audio(path: tf.Tensor, compressed: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
     """Scalar tf.string path -> (float32 [frames, channels] in [-1, 1), sample rate int32 scalar).
 
     ``.wav``/``.wave`` (any case) go through :mod:`pipeline.wav`; ``.mp3``, ``.flac``, ``.ogg`` and
     ``.oga`` through :mod:`pipeline.tfio_audio`. Any other extension raises InvalidArgumentError
     naming the path and the extension. Works eagerly and inside ``tf.data.Dataset.map``.
+    ``compressed=False`` builds a WAV-only reader: no tensorflow-io ops, so a smaller graph that
+    tf.data service can serialize; a non-WAV path then raises InvalidArgumentError naming it.
     """
     path = tf.convert_to_tensor(path, tf.string)
     other = _read_other if tf.executing_eagerly() else _read_other_call
+    if not compressed:
+        other = _not_wav
     samples, rate = tf.cond(tf.strings.regex_full_match(path, _WAV_PATH),
                             lambda: wav.decode_wav(tf.io.read_file(path), path), lambda: other(path))
     return tf.ensure_shape(samples, [None, None]), rate
@@ -207,7 +228,8 @@ _read_other_range_call = tf.function(
     input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float64)])
 
 
-def read_audio_range(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def read_audio_range(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor,
+                     compressed: bool = True) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Decode only the window [start_s, end_s) (seconds from the file start) of an audio file.
 
     ``start_s``/``end_s``: float64 scalars (Python floats are taken as float64; other float
@@ -231,13 +253,15 @@ def read_audio_range(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor) -> t
       the intact file), one reaching past it fails the same way.
 
     Errors otherwise as ``read_audio`` (unsupported extension, malformed or unsupported files,
-    missing file). Works eagerly and inside ``tf.data.Dataset.map``.
+    missing file; ``compressed=False`` as there). Works eagerly and inside ``tf.data.Dataset.map``.
     """
     path = tf.convert_to_tensor(path, tf.string)
     # Python floats become float64 directly (tf.cast would go through float32).
     start_s = tf.cast(tf.convert_to_tensor(start_s, dtype_hint=tf.float64), tf.float64)
     end_s = tf.cast(tf.convert_to_tensor(end_s, dtype_hint=tf.float64), tf.float64)
     other = _read_other_range if tf.executing_eagerly() else _read_other_range_call
+    if not compressed:
+        other = _not_wav_range
     samples, rate, first = tf.cond(tf.strings.regex_full_match(path, _WAV_PATH),
                                    lambda: _read_wav_range(path, start_s, end_s),
                                    lambda: other(path, start_s, end_s))
