@@ -164,8 +164,8 @@ def predict_scores(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.nda
     for x, y in dataset:
         scores.append(model(x, training=False).numpy())
         targets.append(y.numpy())
-    if not scores:
-        return np.zeros((0, model.output_shape[-1]), np.float32), np.zeros((0, model.output_shape[-1]), np.float32)
+    if not scores:  # an empty split
+        return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32)
     return np.concatenate(scores), np.concatenate(targets)
 
 

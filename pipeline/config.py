@@ -214,6 +214,8 @@ class DetectConfig:
     # Evaluation against a truth table: a detected event matches a true call when their overlap
     # is at least this fraction of the shorter of the two (one-to-one matching).
     match_min_overlap: float = 0.3
+    # Events longer than this are split into calls in a row at the score's lowest dips (None: never).
+    max_event_s: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,6 +397,8 @@ def _check(cfg: Config) -> None:
     need(cfg.model.kernel_size >= 1, "model.kernel_size", "at least 1")
     need(cfg.model.width >= 1 and cfg.model.depth >= 1, "model.width", "width and depth of at least 1")
     need(cfg.detect.chunk_s > 0, "detect.chunk_s", "a positive duration in seconds")
+    need(cfg.detect.max_event_s is None or cfg.detect.max_event_s > 0, "detect.max_event_s",
+         "a positive duration in seconds, or null")
     need(0 < cfg.detect.match_min_overlap <= 1, "detect.match_min_overlap", "a fraction in (0, 1]")
     need(cfg.tune.max_trials >= 1, "tune.max_trials", "at least 1")
     need(cfg.tune.max_epochs >= 1, "tune.max_epochs", "at least 1")

@@ -1,16 +1,21 @@
-"""Detection post-processing as pure functions over arrays: windows -> events -> counts.
+"""Detection post-processing as pure functions over arrays: windows -> chunks, scores -> events.
 
-Time convention: window i covers [i*hop_s, i*hop_s + window_s). For events, each window owns
-its central slice [start + (window - hop)/2, start + (window + hop)/2), so that a run of
-positive windows maps to the stretch of audio their centres cover and two calls separated by
-a run of negative windows stay two events even when the windows overlap.
+Time convention: with `window` and `hop` in samples at the model rate, window i covers samples
+[i * hop, i * hop + window), i.e. [i * hop_s, i * hop_s + window_s) with hop_s = hop / rate
+(the rounded hop in samples, not the requested seconds, so times never drift over long files).
+The last window may reach past the end of the file; it is zero-padded, never dropped.
+
+For events, each window owns its central slice [start + (window - hop)/2, start + (window + hop)/2),
+so that a run of positive windows maps to the stretch of audio their centres cover and two calls
+separated by a run of negative windows stay two events even when the windows overlap. The first
+window of a file owns everything before its slice and the last one everything after.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +29,17 @@ class Event:
     mean_score: float
 
 
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Windows [first_window, first_window + num_windows) of a file and the samples they need,
+    [start, start + length) at the model rate (reaching past the file end for the last one)."""
+
+    first_window: int
+    num_windows: int
+    start: int
+    length: int
+
+
 def num_windows(num_samples: int, window: int, hop: int) -> int:
     """Windows needed to cover every sample; the last partial window is kept (padded)."""
     if num_samples <= window:
@@ -35,33 +51,86 @@ def window_starts_s(count: int, hop_s: float) -> np.ndarray:
     return np.arange(count, dtype=np.float64) * hop_s
 
 
+def samples(seconds: float, rate_hz: int) -> int:
+    """Seconds -> a whole number of samples (half to even, as everywhere in the pipeline)."""
+    return int(round(seconds * rate_hz))
+
+
+def windows_per_chunk(chunk_s: float, rate_hz: int, window: int, hop: int) -> int:
+    """How many windows a chunk of about chunk_s seconds holds (at least one)."""
+    return max(1, (samples(chunk_s, rate_hz) - window) // hop + 1)
+
+
+def chunk_plan(num_samples: int, window: int, hop: int, chunk_windows: int) -> list[Chunk]:
+    """The windows of a file split into consecutive chunks of `chunk_windows` windows.
+
+    A chunk's samples are exactly those its windows read, so framing each chunk with
+    `tf.signal.frame(chunk, window, hop)` gives the windows of the whole file framed at once;
+    consecutive chunks share the `window - hop` samples that windows across the boundary need.
+    """
+    if window < 1 or hop < 1 or chunk_windows < 1:
+        raise ValueError(f"window, hop and chunk_windows must be >= 1, got {window}, {hop}, {chunk_windows}")
+    total = num_windows(num_samples, window, hop)
+    plan = []
+    for first in range(0, total, chunk_windows):
+        count = min(chunk_windows, total - first)
+        plan.append(Chunk(first, count, first * hop, (count - 1) * hop + window))
+    return plan
+
+
+def positive_runs(positive: Sequence[bool]) -> list[tuple[int, int]]:
+    """[first, last) index ranges of consecutive True values (itertools.groupby)."""
+    runs, index = [], 0
+    for is_positive, group in itertools.groupby(bool(p) for p in positive):
+        n = sum(1 for _ in group)
+        if is_positive:
+            runs.append((index, index + n))
+        index += n
+    return runs
+
+
+def split_points(scores: np.ndarray, first: int, last: int, pieces: int) -> list[int]:
+    """Window indices that cut the run [first, last) into `pieces` parts: for each of the
+    pieces - 1 equal divisions, the lowest-scoring window within half a part of it (ties: the
+    nearest). Parts never come out empty."""
+    size = (last - first) / pieces
+    cuts: list[int] = []
+    for k in range(1, pieces):
+        centre = first + k * size
+        lo = max(first + 1, int(math.ceil(centre - size / 2)), cuts[-1] + 1 if cuts else 0)
+        hi = min(last - (pieces - k), int(math.floor(centre + size / 2)))
+        if hi < lo:
+            continue
+        candidates = np.arange(lo, hi + 1)
+        order = np.lexsort((np.abs(candidates - centre), scores[lo:hi + 1]))  # lowest score, then nearest
+        cuts.append(int(candidates[order[0]]))
+    return cuts
+
+
 def merge_windows(scores: Sequence[float], hop_s: float, window_s: float, threshold: float,
                   label: str = "", min_gap_s: float = 0.0, min_duration_s: float = 0.0,
-                  duration_s: float | None = None) -> list[Event]:
-    """Consecutive windows with score >= threshold -> events (itertools.groupby).
+                  duration_s: float | None = None, max_duration_s: float | None = None) -> list[Event]:
+    """Consecutive windows with score >= threshold -> events.
 
-    Events closer than `min_gap_s` are joined; events shorter than `min_duration_s` dropped;
-    times are clipped to [0, duration_s] when the file duration is given.
+    Events whose gap is shorter than `min_gap_s` are joined. An event longer than
+    `max_duration_s` (when given) is taken as ceil(duration / max_duration_s) calls in a row and
+    cut where the score dips lowest near each equal division (split_points). Events shorter
+    than `min_duration_s` are then dropped. Times are clipped to [0, duration_s] when the file
+    duration is given. max_score and mean_score are over the windows of the event (a joined
+    event's windows in the gap included).
     """
     scores = np.asarray(scores, dtype=np.float64)
     lead = (window_s - hop_s) / 2.0 if window_s > hop_s else 0.0
     slice_s = min(hop_s, window_s)
-    runs = []
-    index = 0
-    for positive, group in itertools.groupby(scores >= threshold):
-        n = len(list(group))
-        if positive:
-            runs.append([index, index + n])
-        index += n
-    spans = []
-    for first, last in runs:
+    spans: list[list] = []  # [start_s, end_s, first window, last window (exclusive)]
+    for first, last in positive_runs(scores >= threshold):
         start = first * hop_s + lead
         end = (last - 1) * hop_s + lead + slice_s
         if spans and start - spans[-1][1] < min_gap_s:
             spans[-1][1], spans[-1][3] = end, last
         else:
             spans.append([start, end, first, last])
-    events = []
+    pieces = []
     for start, end, first, last in spans:
         if first == 0:
             start = 0.0
@@ -69,8 +138,39 @@ def merge_windows(scores: Sequence[float], hop_s: float, window_s: float, thresh
             end = (last - 1) * hop_s + window_s
         if duration_s is not None:
             start, end = max(0.0, start), min(end, duration_s)
+        cuts = []
+        if max_duration_s and end - start > max_duration_s:
+            cuts = split_points(scores, first, last, math.ceil((end - start) / max_duration_s))
+        bounds = [first, *cuts, last]
+        times = [start, *[c * hop_s + lead for c in cuts], end]
+        pieces += [(times[k], times[k + 1], bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
+    events = []
+    for start, end, first, last in pieces:
         if end - start < min_duration_s:
             continue
         chunk = scores[first:last]
         events.append(Event(label, round(start, 4), round(end, 4), float(chunk.max()), float(chunk.mean())))
     return events
+
+
+def events_from_scores(scores: np.ndarray, columns: Mapping[str, int], thresholds: Mapping[str, float],
+                       hop_s: float, window_s: float, min_gap_s: float = 0.0, min_duration_s: float = 0.0,
+                       duration_s: float | None = None, max_duration_s: float | None = None) -> list[Event]:
+    """Scores [windows, outputs] -> events of every label, sorted by start time.
+
+    `columns` maps each call label to its column of `scores`; `thresholds` gives its threshold.
+    """
+    scores = np.asarray(scores)
+    events = []
+    for label, column in columns.items():
+        events += merge_windows(scores[:, column], hop_s, window_s, thresholds[label], label,
+                                min_gap_s, min_duration_s, duration_s, max_duration_s)
+    return sorted(events, key=lambda e: (e.start_s, e.label))
+
+
+def count_events(events: Sequence[Event], labels: Sequence[str]) -> dict[str, int]:
+    """Events per label, every label present (zeros included)."""
+    counts = dict.fromkeys(labels, 0)
+    for event in events:
+        counts[event.label] = counts.get(event.label, 0) + 1
+    return counts
