@@ -184,6 +184,18 @@ def _plan(rate_in: tf.Tensor, rate_out: int) -> tuple[tf.Tensor, tf.Tensor, tf.T
     return best + 1, up, down
 
 
+def period(rate_in: int, rate_out: int) -> tuple[int, int]:
+    """(period_in, period_out): the resampler's pattern repeats every period_in input frames,
+    which give period_out output samples. A segment read from a multiple of period_in yields
+    exactly the whole signal's output samples from index (start / period_in) * period_out on
+    (chunked streaming relies on it)."""
+    if rate_in == rate_out:
+        return 1, 1
+    with tf.init_scope():
+        factor, up, down = (int(v) for v in _plan(tf.constant(rate_in, tf.int64), rate_out))
+    return factor * down, up
+
+
 def _slice_padded(x: tf.Tensor, begin: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     """x[begin:begin + size] (int64 bounds) with zeros wherever the range leaves x."""
     n = tf.size(x, out_type=tf.int64)

@@ -169,16 +169,8 @@ def audio_info(path: str, mono: str = "mean", limits: Limits = Limits()) -> Audi
 
 @functools.lru_cache(maxsize=64)
 def alignment(rate_in: int, rate_out: int) -> tuple[int, int]:
-    """(period_in, period_out): the resampler's pattern repeats every period_in input frames,
-    which give period_out output samples. A read starting at a multiple of period_in yields
-    exactly the whole file's output samples from index (start / period_in) * period_out on."""
-    if rate_in == rate_out:
-        return 1, 1
-    with tf.init_scope():
-        # The resampler's own plan (decimation factor, then up / down, possibly an approximated
-        # ratio), so that the alignment follows whatever it does.
-        factor, up, down = (int(v) for v in resample_lib._plan(tf.constant(rate_in, tf.int64), rate_out))
-    return factor * down, up
+    """(period_in, period_out) of the resampler (pipeline.resample.period), cached per rate pair."""
+    return resample_lib.period(rate_in, rate_out)
 
 
 def context_frames(rate_in: int, rate_out: int) -> int:
