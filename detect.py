@@ -238,7 +238,6 @@ class FileState:
     """Scores and checks of one file while its chunks arrive."""
 
     def __init__(self, job: Job, plot: bool, sample_rate_hz: int):
-        self.job = job
         self.scores: list[np.ndarray] = []  # per chunk: [windows, outputs]
         self.peak = 0.0
         self.non_finite = 0

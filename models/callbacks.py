@@ -19,12 +19,15 @@ class InputImages(keras.callbacks.Callback):
 
     def __init__(self, train_ds: tf.data.Dataset, log_dir: Path, examples: int = 16):
         super().__init__()
-        self.iterator = iter(train_ds)
+        self.train_ds = train_ds
+        self.iterator = None  # opened at the first epoch's end: no second pipeline at start-up
         self.examples = examples
         self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "images"))
         self.stage = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.iterator is None:
+            self.iterator = iter(self.train_ds)
         x, y = next(self.iterator)[:2]
         if isinstance(x, dict):
             if self.stage is None:

@@ -90,7 +90,8 @@ def parameter_table(input_shape: tuple, num_outputs: int, params: ModelConfig) -
 
 
 def config_num_outputs(cfg: Config) -> int:
-    """Outputs the config's data gives (its labels and train.task), as train.py counts them."""
+    """Outputs the config's labels give for train.task (folder, glob and manifest sources;
+    annotation configs need --num-outputs)."""
     records = load_records(cfg.data)
     return LabelSpec.from_records(records, cfg.train.task, cfg.data.negative_label).num_outputs
 

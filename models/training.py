@@ -233,7 +233,7 @@ def export_savedmodel(model: AudioClassifier, clip_samples: int, path: Path) -> 
 
 
 def standard_callbacks(cfg: Config, sets: Datasets, labels: LabelSpec, run_dir: Path,
-                       checkpoint: bool = True, chief: bool = True) -> list[keras.callbacks.Callback]:
+                       chief: bool = True) -> list[keras.callbacks.Callback]:
     """Resume (BackupAndRestore), best-model checkpoint by validation loss (model.keras), early
     stopping, history.csv and TensorBoard (scalars, augmented input images, validation confusion
     matrix and PR curves, optional profiler). The best model is read back from model.keras after
@@ -241,20 +241,19 @@ def standard_callbacks(cfg: Config, sets: Datasets, labels: LabelSpec, run_dir: 
     workers of a multi-worker run): only the callbacks that steer training, no files."""
     from models.callbacks import AtomicBackupAndRestore, InputImages, ResumableCheckpoint, ValidationImages
 
-    if not chief:
-        return [AtomicBackupAndRestore(str(run_dir / "backup")),
+    steering = [AtomicBackupAndRestore(str(run_dir / "backup")),
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.early_stopping_patience)]
+    if not chief:
+        return steering
     logs = run_dir / "logs"
     profile = tuple(int(b) for b in cfg.train.profile_batches.split(",")) if cfg.train.profile_batches else 0
-    callbacks = [
-        AtomicBackupAndRestore(str(run_dir / "backup")),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.train.early_stopping_patience),
+    # CSVLogger after the backup: a history.csv row means that epoch's backup is written.
+    callbacks = steering + [
+        ResumableCheckpoint(str(run_dir / "model.keras"), run_dir / "history.csv"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(logs), profile_batch=profile),
         ValidationImages(sets.val, labels.names, labels.task, logs),
     ]
-    if checkpoint:
-        callbacks.insert(1, ResumableCheckpoint(str(run_dir / "model.keras"), run_dir / "history.csv"))
     if cfg.train.image_examples > 0:
         callbacks.append(InputImages(sets.train, logs, cfg.train.image_examples))
     return callbacks

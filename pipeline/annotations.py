@@ -11,17 +11,16 @@ validate_annotations, so that one bad row does not hide the rest of a table.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
-import os
 import re
-import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
+
+from pipeline.atomic import write_text
 
 ANNOTATION_COLUMNS = ["file", "start_s", "end_s", "low_hz", "high_hz", "label"]
 
@@ -367,16 +366,7 @@ def write_raven(events: pd.DataFrame, path, label_column: str = "Label") -> None
         header.append("Begin File")
         cells.append([_file_name(files[0])] * len(events))
     text = "".join("\t".join(row) + "\n" for row in [header, *zip(*cells)])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_text(path, text)
 
 
 def validate_annotations(table: pd.DataFrame, durations: dict[str, float] | None = None

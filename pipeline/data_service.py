@@ -28,13 +28,12 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from pathlib import PurePath
 from typing import Iterable, Optional
 
 import tensorflow as tf
 
 from pipeline import tfio_audio
-from pipeline.decode import WAV_EXTENSIONS
+from pipeline.decode import is_wav_path
 
 PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
 PROTOCOL = "grpc"
@@ -43,7 +42,7 @@ PROTOCOL = "grpc"
 def check_wav_inputs(paths: Iterable[str]) -> None:
     """ValueError naming the first non-WAV files among `paths` (records and noise files)."""
     paths = list(paths)
-    other = [p for p in paths if PurePath(str(p)).suffix.lower().lstrip(".") not in WAV_EXTENSIONS]
+    other = [p for p in paths if not is_wav_path(p)]
     if other:
         raise ValueError(
             f"--data-service needs WAV inputs: {len(other)} of {len(paths)} files are not WAV (e.g. "

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from pipeline.atomic import atomic_write, write_text
 from pipeline.events import Event
 
 EVENT_COLUMNS = ["file", "label", "start_s", "end_s", "max_score", "mean_score"]
@@ -26,28 +25,8 @@ RANKING_COLUMNS = ["file", "rank", "label", "score"]
 BAD_COLUMNS = ["file", "reason"]
 
 
-def _atomic(path: Path, write) -> None:
-    """write(tmp_path) then rename onto path (same folder, so the rename is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    _atomic(path, write)
-
-
 def write_csv(frame: pd.DataFrame, path: Path, float_format: str | None = None) -> None:
-    _atomic(path, lambda tmp: frame.to_csv(tmp, index=False, float_format=float_format))
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, float_format=float_format))
 
 
 def write_json(data, path: Path) -> None:
@@ -128,7 +107,7 @@ def write_plot(path: Path, title: str, spectrogram: Spectrogram, scores: np.ndar
     bottom.set_ylabel("score")
     bottom.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
     plt.close(fig)
 
 

@@ -211,10 +211,6 @@ class Job:
     chunks: tuple[Chunk, ...]
     reads: tuple[Read, ...]
 
-    @property
-    def num_windows(self) -> int:
-        return sum(c.num_windows for c in self.chunks)
-
 
 def make_job(path: str, info: AudioInfo, rate_out: int, window: int, hop: int, chunk_windows: int) -> Job:
     total = resampled_frames(info.frames, info.sample_rate_hz, rate_out)

@@ -59,11 +59,6 @@ def check_resumable(cfg: Config, out: Path) -> None:
                                   f"{' and '.join(RESUMABLE_CHANGES)} may change) or use a new --out")
 
 
-def prepare(cfg: Config, run_dir: Path) -> training.RunData:
-    """Records, split and labels once per search, as train.py prepares a run."""
-    return training.prepare_run(cfg, run_dir)
-
-
 def write_results(tuner, cfg: Config, data: training.RunData, out: Path, direction: str, export: bool) -> None:
     trials = list(tuner.oracle.trials.values())
     best = results.write_tables(trials, cfg, out, Path(tuner.project_dir), direction)
@@ -122,7 +117,7 @@ def main(argv=None) -> int:
     if cfg.pipeline.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    data = prepare(cfg, out if role != "worker" else out / "workers" / tuners.tuner_id())
+    data = training.prepare_run(cfg, out if role != "worker" else out / "workers" / tuners.tuner_id())
     print(f"{role if role == 'single' else role + ' ' + tuners.tuner_id()}: {cfg.tune.tuner} search of "
           f"{cfg.tune.objective} ({direction}), at most {cfg.tune.max_trials} trials"
           + (f" or {cfg.tune.max_hours:g} h" if deadline else "") + ", space:")
