@@ -22,6 +22,7 @@ frontend inside), and runs of windows above a label's threshold become events
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -44,7 +45,9 @@ from pipeline.detect_outputs import (BAD_COLUMNS, COUNT_COLUMNS, EVENT_COLUMNS, 
                                      Spectrogram, events_frame, write_csv, write_json, write_plot,
                                      write_scores)
 from pipeline.evaluate import align_truth_files, evaluate, format_report
-from pipeline.events import Event, count_events, events_from_scores, samples, windows_per_chunk
+from pipeline.events import (Event, count_events, events_from_scores, frame_events, samples, stitch_frames,
+                             windows_per_chunk)
+from pipeline.frontend import frontend_output_shape
 from pipeline.sources import AUDIO_EXTENSIONS
 from pipeline.stream import (SPECTROGRAM_BANDS, SPECTROGRAM_FRAME, BadAudio, Job, audio_info, limit_heap_growth,
                              make_job, window_dataset)
@@ -70,14 +73,16 @@ def parse_thresholds(values: list[str], default: float, names: list[str]) -> dic
 
 
 def target_labels(names: list[str], task: str, negative: str) -> list[str]:
-    """The labels that count as calls: every class but the negative (background) one."""
+    """The labels that count as calls: every class but the negative (background) one (a frame
+    model's labels are all calls)."""
     if task == "binary":
         return [names[1]]
     return [n for n in names if n != negative]
 
 
 def score_columns(names: list[str], task: str, calls: list[str]) -> dict[str, int]:
-    """Call label -> its column of the model's output (a binary model has one output)."""
+    """Call label -> its column of the model's output (a binary model has one output; a frame
+    model's label k has presence column k and onset column len(names) + k)."""
     return {label: 0 if task == "binary" else names.index(label) for label in calls}
 
 
@@ -124,10 +129,35 @@ class Detector:
     min_gap_s: float
     min_duration_s: float
     max_event_s: float | None    # longer events are split into calls (None: never)
+    onset_threshold: float       # frame models: split events where a call starts
 
     @property
     def sample_rate_hz(self) -> int:
         return self.cfg.audio.sample_rate_hz
+
+    @property
+    def frame_model(self) -> bool:
+        return self.task == "frames"
+
+    @property
+    def frame_s(self) -> float:
+        return self.cfg.frontend.hop_samples / self.sample_rate_hz
+
+    # What the rows of trace() stand for: windows, or a frame model's frames.
+    @property
+    def row_hop_s(self) -> float:
+        return self.frame_s if self.frame_model else self.hop_s
+
+    @property
+    def row_window_s(self) -> float:
+        return self.frame_s if self.frame_model else self.window_s
+
+    def trace(self, scores: np.ndarray) -> np.ndarray:
+        """The model's outputs for a file -> one row per window, or per frame for a frame model
+        (its windows' frames stitched: pipeline.events.stitch_frames)."""
+        if not self.frame_model:
+            return scores
+        return stitch_frames(scores, self.hop // self.cfg.frontend.hop_samples)
 
     # Times follow the window and hop rounded to samples, so they do not drift over long files.
     @property
@@ -144,15 +174,25 @@ class Detector:
                 "sample_rate_hz": self.sample_rate_hz, "mono": self.cfg.audio.mono, "window": self.window,
                 "hop": self.hop, "window_s": self.window_s, "hop_s": self.hop_s, "thresholds": self.thresholds,
                 "min_gap_s": self.min_gap_s, "min_duration_s": self.min_duration_s,
-                "max_event_s": self.max_event_s, "labels": list(self.calls)}
+                "max_event_s": self.max_event_s, "labels": list(self.calls), "task": self.task,
+                "onset_threshold": self.onset_threshold}
 
     def digest(self) -> str:
         """Changes whenever a file's events could: a finished file with another digest is redone."""
         return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:16]
 
-    def events(self, scores: np.ndarray, duration_s: float) -> list[Event]:
-        return events_from_scores(scores, self.columns, self.thresholds, self.hop_s, self.window_s,
-                                  self.min_gap_s, self.min_duration_s, duration_s, self.max_event_s)
+    def events(self, trace: np.ndarray, duration_s: float) -> list[Event]:
+        """Events of a file from its trace()."""
+        if not self.frame_model:
+            return events_from_scores(trace, self.columns, self.thresholds, self.hop_s, self.window_s,
+                                      self.min_gap_s, self.min_duration_s, duration_s, self.max_event_s)
+        onsets = len(self.names)
+        events = []
+        for label, column in self.columns.items():
+            events += frame_events(trace[:, column], trace[:, onsets + column], self.frame_s,
+                                   self.thresholds[label], self.onset_threshold, label, self.min_gap_s,
+                                   self.min_duration_s, duration_s, self.max_event_s)
+        return sorted(events, key=lambda e: (e.start_s, e.label))
 
 
 def load_detector(args) -> Detector:
@@ -165,8 +205,12 @@ def load_detector(args) -> Detector:
     names, task = list(meta["names"]), meta["task"]
     sr = cfg.audio.sample_rate_hz
     window_s = args.window_s or cfg.detect.window_s or cfg.audio.clip_s
-    hop_s = args.hop_s or cfg.detect.hop_s or window_s / 4
+    hop_s = args.hop_s or cfg.detect.hop_s or window_s / (2 if task == "frames" else 4)
     window, hop = samples(window_s, sr), samples(hop_s, sr)
+    if task == "frames":  # windows start on frame boundaries, so their frames line up
+        step = cfg.frontend.hop_samples
+        frames = frontend_output_shape(cfg.frontend, sr, window)[0]
+        hop = int(np.clip(round(hop / step), 1, frames)) * step
     if window != cfg.audio.clip_samples:
         raise SystemExit(f"--window-s {window_s}: the model was trained on {cfg.audio.clip_s} s clips "
                          f"({cfg.audio.clip_samples} samples at {sr} Hz); use that window")
@@ -181,7 +225,7 @@ def load_detector(args) -> Detector:
         parse_thresholds(args.threshold, cfg.detect.threshold, calls), window, hop,
         float(cfg.detect.min_gap_s if args.min_gap_s is None else args.min_gap_s),
         float(cfg.detect.min_duration_s if args.min_duration_s is None else args.min_duration_s),
-        max_event_s)
+        max_event_s, float(cfg.detect.onset_threshold if args.onset_threshold is None else args.onset_threshold))
 
 
 @dataclasses.dataclass
@@ -256,10 +300,27 @@ class FileState:
 def score_files(detector: Detector, jobs: list[Job], plot: bool, progress: Progress,
                 batch_size: int) -> Iterator[tuple[Job, FileState | str]]:
     """Streams every job's chunks through the model: yields (job, its FileState) once the file is
-    read and scored, or (job, reason) when a chunk of it fails to read."""
-    model = keras.saving.load_model(detector.run / "model.keras")
-    predict = tf.function(lambda x: model(x, training=False),
-                          input_signature=[tf.TensorSpec([None, detector.window], tf.float32)])
+    read and scored, or (job, reason) when a chunk of it fails to read.
+
+    The model is loaded, traced and run once in a thread while the stream starts: building the
+    iterator and decoding the first chunks run in TensorFlow without holding the GIL, so the
+    1-2 s of model start-up no longer come before the first chunk is read.
+    """
+    def load_predict():
+        model = keras.saving.load_model(detector.run / "model.keras")
+        predict = tf.function(lambda x: model(x, training=False),
+                              input_signature=[tf.TensorSpec([None, detector.window], tf.float32)])
+        predict(tf.zeros([1, detector.window]))  # traced and instantiated here, off the critical path
+        return predict
+
+    def scores(windows: tf.Tensor, count: int) -> list[np.ndarray]:
+        """The model's scores of windows [count, window], in batches of batch_size."""
+        predict = loading.result()
+        return [predict(windows[i:i + batch_size]).numpy() for i in range(0, count, batch_size)]
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    loading = pool.submit(load_predict)
+    pool.shutdown(wait=False)
     sr = detector.sample_rate_hz
     stream = iter(window_dataset(jobs, sr, detector.cfg.audio.mono, detector.window, detector.hop,
                                  spectrogram=plot))
@@ -274,8 +335,7 @@ def score_files(detector: Detector, jobs: list[Job], plot: bool, progress: Progr
                 continue
             if reason is not None:
                 continue
-            windows = element["windows"]  # [num_windows, window]
-            state.scores += [predict(windows[i:i + batch_size]).numpy() for i in range(0, chunk.num_windows, batch_size)]
+            state.scores += scores(element["windows"], chunk.num_windows)  # windows: [num_windows, window]
             state.peak = max(state.peak, float(element["peak"]))
             state.non_finite += int(element["non_finite"])
             if state.spectrogram is not None:
@@ -287,7 +347,7 @@ def score_files(detector: Detector, jobs: list[Job], plot: bool, progress: Progr
         yield job, (reason or state.problem() or state)
     # Released here rather than with the generator's frame, whose cleanup was seen to stall for
     # seconds after the last file.
-    del stream, predict, model
+    del stream, loading
 
 
 def main(argv=None) -> int:
@@ -305,6 +365,8 @@ def main(argv=None) -> int:
     parser.add_argument("--min-duration-s", type=float, help="drop events shorter than this")
     parser.add_argument("--max-event-s", type=float,
                         help="split events longer than this into calls in a row, at the score's dips")
+    parser.add_argument("--onset-threshold", type=float,
+                        help="frame models: split events where a call's onset score peaks above this")
     parser.add_argument("--chunk-s", type=float, help="audio decoded and scored per step (bounds the memory)")
     parser.add_argument("--truth", help="table of true calls (Raven, Audacity or CSV) to evaluate against")
     parser.add_argument("--top-k", type=int, default=0, metavar="N", help="write ranking.csv: N best labels per file")
@@ -368,16 +430,18 @@ def finish_file(job: Job, detector: Detector, outputs: Outputs, scores: np.ndarr
     """Events of one scored file and its outputs; the finished-record goes last and is returned."""
     name, calls = outputs.names[job.path], list(detector.calls)
     columns = [detector.columns[c] for c in calls]
+    scores = detector.trace(scores)  # [rows, outputs]
     events = detector.events(scores, job.info.duration_s)
     outputs.stem(job.path).parent.mkdir(parents=True, exist_ok=True)
     frontend = detector.cfg.frontend
     band = (frontend.fmin_hz, frontend.fmax(detector.sample_rate_hz))  # what the model looks at
     write_raven(events_frame(name, events, *band), outputs.file(job.path, ".selections.txt"))
     if outputs.save_scores:
-        write_scores(outputs.file(job.path, ".scores.csv"), scores, calls, columns, detector.hop_s, detector.window_s)
+        write_scores(outputs.file(job.path, ".scores.csv"), scores, calls, columns, detector.row_hop_s,
+                     detector.row_window_s)
     if spectrogram is not None:
         write_plot(outputs.file(job.path, ".png"), name, spectrogram, scores, calls, columns, detector.thresholds,
-                   events, detector.hop_s, detector.window_s, detector.sample_rate_hz)
+                   events, detector.row_hop_s, detector.row_window_s, detector.sample_rate_hz)
     record = {
         "file": name, "path": job.path, "digest": digest, "duration_s": job.info.duration_s,
         "windows": int(len(scores)), "counts": count_events(events, calls),

@@ -12,6 +12,7 @@ import pandas as pd
 import tensorflow as tf
 
 from models import reports
+from pipeline.dataset import LabelSpec
 
 
 class InputImages(keras.callbacks.Callback):
@@ -42,30 +43,27 @@ class InputImages(keras.callbacks.Callback):
 class ValidationImages(keras.callbacks.Callback):
     """Validation confusion matrix image and per-class PR curves each epoch."""
 
-    def __init__(self, val_ds: tf.data.Dataset, names, task: str, log_dir: Path):
+    def __init__(self, val_ds: tf.data.Dataset, labels: LabelSpec, log_dir: Path):
         super().__init__()
         self.val_ds = val_ds
-        self.names = list(names)
-        self.task = task
+        self.labels = labels
         self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "validation_images"))
 
     def on_epoch_end(self, epoch, logs=None):
         from models.training import decisions, predict_scores
 
-        scores, targets = predict_scores(self.model, self.val_ds)
+        scores, targets, labels = self.labels.per_output(*predict_scores(self.model, self.val_ds))
         if not len(targets):
             return
         with self.writer.as_default():
-            if self.task != "multilabel":
-                y_true, y_pred = decisions(scores, targets, self.task)
-                matrix = reports.confusion_matrix(y_true, y_pred, len(self.names))
-                png = reports.confusion_matrix_png(matrix, self.names, f"validation, epoch {epoch + 1}")
+            if labels.task != "multilabel":
+                y_true, y_pred = decisions(scores, targets, labels.task)
+                names = list(labels.names)
+                matrix = reports.confusion_matrix(y_true, y_pred, len(names))
+                png = reports.confusion_matrix_png(matrix, names, f"validation, epoch {epoch + 1}")
                 tf.summary.image("confusion_matrix", tf.image.decode_png(png)[None], step=epoch)
-            if self.task == "binary":
-                reports.pr_curve_summary(f"pr/{self.names[1]}", targets[:, 0] > 0.5, scores[:, 0], epoch)
-            else:
-                for i, name in enumerate(self.names):
-                    reports.pr_curve_summary(f"pr/{name}", targets[:, i] > 0.5, scores[:, i], epoch)
+            for i, name in enumerate(labels.output_names):
+                reports.pr_curve_summary(f"pr/{name}", targets[:, i] > 0.5, scores[:, i], epoch)
         self.writer.flush()
 
 

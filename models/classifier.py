@@ -18,7 +18,7 @@ from pipeline.config import AugmentConfig, FrontendConfig
 from pipeline.dataset import BatchStage
 from pipeline.frontend import Frontend
 
-ACTIVATIONS = {"binary": "sigmoid", "multilabel": "sigmoid", "multiclass": "softmax"}
+ACTIVATIONS = {"binary": "sigmoid", "multilabel": "sigmoid", "multiclass": "softmax", "frames": "sigmoid"}
 
 
 @keras.saving.register_keras_serializable(package="bioacoustics")

@@ -17,6 +17,7 @@ import keras
 from keras import layers
 
 from models.baselines import capuchin_baseline, watkins_cnn
+from models.crnn import crnn
 from models.efficientnet import efficientnet_b0
 from models.mobilenet import mobilenet
 from models.resnet import resnet
@@ -55,7 +56,20 @@ REGISTRY: dict[str, Builder] = {
     "resnet": resnet,
     "mobilenet": mobilenet,
     "efficientnet_b0": efficientnet_b0,
+    "crnn": crnn,
 }
+# Models whose logits are per frame [frames, outputs] (train.task "frames"); the others give one
+# row per clip.
+FRAME_MODELS = frozenset({"crnn"})
+
+
+def check_task(name: str, task: str) -> None:
+    """Frame targets need a frame model and clip targets a clip model."""
+    if (task == "frames") != (name in FRAME_MODELS):
+        wanted = "a frame model" if task == "frames" else "a clip model"
+        choices = sorted(FRAME_MODELS) if task == "frames" else sorted(set(REGISTRY) - FRAME_MODELS)
+        raise ValueError(f"model.name: {name!r} does not fit train.task {task!r}; it needs {wanted} "
+                         f"({', '.join(choices)})")
 
 
 def build_backbone(params: ModelConfig, input_shape: tuple, num_outputs: int) -> keras.Model:

@@ -24,7 +24,7 @@ import pandas as pd
 import tensorflow as tf
 
 from models.classifier import AudioClassifier, build_classifier
-from models.registry import build_backbone
+from models.registry import build_backbone, check_task
 from pipeline.config import Config, dump_config
 from pipeline.dataset import LabelSpec, make_dataset
 from pipeline.frontend import frontend_output_shape
@@ -109,7 +109,7 @@ def make_datasets(cfg: Config, data: RunData, data_service: str = "",
 
 def class_weights(cfg: Config, data: RunData) -> Optional[dict[int, float]]:
     """Inverse-frequency loss weights from the training split (train.balance: class_weights)."""
-    if cfg.train.balance != "class_weights":
+    if cfg.train.balance != "class_weights" or data.labels.task == "frames":
         return None
     train = data.part("train")
     counts = train["label"].value_counts()
@@ -146,6 +146,7 @@ def compile_model(model: keras.Model, cfg: Config, labels: LabelSpec, total_step
 
 def build_model(cfg: Config, labels: LabelSpec, total_steps: int = 1) -> AudioClassifier:
     """Frontend + registry backbone, compiled. Call inside the strategy's scope."""
+    check_task(cfg.model.name, labels.task)
     frames, bins = frontend_output_shape(cfg.frontend, cfg.audio.sample_rate_hz, cfg.audio.clip_samples)
     backbone = build_backbone(cfg.model, (frames, bins, 1), labels.num_outputs)
     model = build_classifier(backbone, cfg.frontend, cfg.augment, cfg.audio.sample_rate_hz,
@@ -252,7 +253,7 @@ def standard_callbacks(cfg: Config, sets: Datasets, labels: LabelSpec, run_dir: 
         ResumableCheckpoint(str(run_dir / "model.keras"), run_dir / "history.csv"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(logs), profile_batch=profile),
-        ValidationImages(sets.val, labels.names, labels.task, logs),
+        ValidationImages(sets.val, labels, logs),
     ]
     if cfg.train.image_examples > 0:
         callbacks.append(InputImages(sets.train, logs, cfg.train.image_examples))
@@ -277,8 +278,8 @@ def finish_run(model: AudioClassifier, cfg: Config, data: RunData, sets: Dataset
     from models import reports
 
     split = data.eval_split
-    scores, targets = predict_scores(model, sets.test if split == "test" else sets.val)
-    metrics, report = classification_metrics(scores, targets, data.labels)
+    scores, targets, labels = data.labels.per_output(*predict_scores(model, sets.test if split == "test" else sets.val))
+    metrics, report = classification_metrics(scores, targets, labels)
     metrics = {
         "split": split,
         **metrics,
@@ -290,9 +291,9 @@ def finish_run(model: AudioClassifier, cfg: Config, data: RunData, sets: Dataset
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (run_dir / "classification_report.txt").write_text(report)
-    names = list(data.labels.names)
-    if data.labels.task != "multilabel":
-        y_true, y_pred = decisions(scores, targets, data.labels.task)
+    names = list(labels.names)
+    if labels.task != "multilabel":
+        y_true, y_pred = decisions(scores, targets, labels.task)
         matrix = reports.confusion_matrix(y_true, y_pred, len(names))
         (run_dir / "confusion_matrix.png").write_bytes(
             reports.confusion_matrix_png(matrix, names, f"{split} split, {len(targets)} examples"))

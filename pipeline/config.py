@@ -165,6 +165,9 @@ class DataConfig:
     negative_margin_s: float = 0.5
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    # Recordings (groups) held back by name instead of by fraction: file-name patterns.
+    val_groups: list[str] = dataclasses.field(default_factory=list)
+    test_groups: list[str] = dataclasses.field(default_factory=list)
     min_duration_s: float = 0.0
 
 
@@ -189,7 +192,9 @@ class TrainConfig:
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     early_stopping_patience: int = 5
     mixed_precision: bool = False
-    task: Literal["binary", "multiclass", "multilabel"] = "multiclass"
+    # "frames": a score per spectrogram frame and call label, plus one per frame for "a call
+    # starts here" (sound event detection: annotations source and a frame model such as crnn).
+    task: Literal["binary", "multiclass", "multilabel", "frames"] = "multiclass"
     # Class imbalance: "none"; "class_weights" (loss weights from training-split counts, single-
     # label tasks); "sample" (tf.data draws every class equally often).
     balance: Literal["none", "class_weights", "sample"] = "none"
@@ -216,6 +221,9 @@ class DetectConfig:
     match_min_overlap: float = 0.3
     # Events longer than this are split into calls in a row at the score's lowest dips (None: never).
     max_event_s: Optional[float] = None
+    # Frame models (train.task "frames"): an event is split where a new call starts, i.e. where
+    # the onset score peaks at or above this inside it (1.0 never splits).
+    onset_threshold: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,6 +285,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list):
+            return [_coerce(item, typing.get_args(tp)[0], f"{where}[{i}]") for i, item in enumerate(items)]
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
     if origin is dict and typing.get_args(tp)[1] is Any:
         if isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)
@@ -391,9 +404,14 @@ def _check(cfg: Config) -> None:
     need(cfg.train.epochs >= 1, "train.epochs", "at least 1")
     need(not (cfg.train.balance == "class_weights" and cfg.train.task == "multilabel"),
          "train.balance", "'none' or 'sample' for a multilabel task (class weights need one label)")
+    need(cfg.train.task != "frames" or d.source == "annotations", "train.task",
+         "a source with call times for 'frames' (data.source: annotations)")
+    need(cfg.train.task != "frames" or cfg.train.balance != "class_weights", "train.balance",
+         "'none' or 'sample' for frame targets")
     need(cfg.train.learning_rate > 0, "train.learning_rate", "a positive rate")
     need(0 <= cfg.model.dropout < 1, "model.dropout", "a fraction in [0, 1)")
     need(0 < cfg.detect.threshold < 1, "detect.threshold", "a score in (0, 1)")
+    need(0 < cfg.detect.onset_threshold <= 1, "detect.onset_threshold", "a score in (0, 1]")
     need(cfg.model.kernel_size >= 1, "model.kernel_size", "at least 1")
     need(cfg.model.width >= 1 and cfg.model.depth >= 1, "model.width", "width and depth of at least 1")
     need(cfg.detect.chunk_s > 0, "detect.chunk_s", "a positive duration in seconds")

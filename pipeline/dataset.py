@@ -10,6 +10,7 @@ the same BatchStage on its own device (the GPU when there is one).
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,25 +21,53 @@ from pipeline import augment as aug
 from pipeline.config import AudioConfig, AugmentConfig, Config, FrontendConfig
 from pipeline.data_service import check_wav_inputs, distribute
 from pipeline.decode import is_wav_path, read_audio, read_audio_range, to_mono
-from pipeline.frontend import compute_features
+from pipeline.frontend import compute_features, frontend_output_shape
 from pipeline.resample import resample, resample_segment, resampled_length
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Frame targets: a frame is an onset frame within this of a call's labelled start. Wider than a
+# frame (~12 ms at hop 256 and 22.05 kHz) because labelled starts are uncertain by tens of ms
+# (hand labels; MP3 encoder delay).
+ONSET_TOLERANCE_S = 0.025
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelSpec:
-    """Class names and how a record's label string becomes a target vector."""
+    """Class names and how a record's label string becomes a target vector.
+
+    For task "frames" the names are the call labels and targets are per frame (frame_targets):
+    outputs [0, K) say "label k sounds in this frame", outputs [K, 2K) "a label-k call starts
+    here".
+    """
 
     names: tuple[str, ...]
-    task: str = "multiclass"  # "binary" | "multiclass" | "multilabel"
+    task: str = "multiclass"  # "binary" | "multiclass" | "multilabel" | "frames"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """A name per model output column."""
+        if self.task == "frames":
+            return (*self.names, *(f"{name}_onset" for name in self.names))
+        return self.names if self.task != "binary" else self.names[1:]
+
+    def per_output(self, scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, "LabelSpec"]:
+        """(scores, targets, spec) for per-output metrics: frame outputs [n, frames, 2K] become
+        [n * frames, 2K] rows scored as a multi-label task over output_names; others pass."""
+        if self.task != "frames":
+            return scores, targets, self
+        width = scores.shape[-1]
+        return scores.reshape(-1, width), targets.reshape(-1, width), LabelSpec(self.output_names, "multilabel")
 
     @property
     def num_outputs(self) -> int:
+        if self.task == "frames":
+            return 2 * len(self.names)
         return 1 if self.task == "binary" else len(self.names)
 
     def encode(self, labels: Sequence[str]) -> np.ndarray:
         """Label strings -> float32 targets [n, num_outputs]; multi-label strings use ';'."""
+        if self.task == "frames":
+            raise ValueError("frame targets come from the records' events (frame_targets), not labels")
         index = {name: i for i, name in enumerate(self.names)}
         if self.task == "binary":
             return np.array([[float(index[l] == 1)] for l in labels], np.float32)
@@ -51,7 +80,12 @@ class LabelSpec:
     @classmethod
     def from_records(cls, records: pd.DataFrame, task: str, negative_label: str = "") -> "LabelSpec":
         parts = records["label"].astype(str)
-        names = sorted({p for l in parts for p in (l.split(";") if task == "multilabel" else [l])})
+        split = task in ("multilabel", "frames")
+        names = sorted({p for l in parts for p in (l.split(";") if split else [l])})
+        if task == "frames":
+            names = [n for n in names if n != negative_label]
+            if not names:
+                raise ValueError("frame targets need at least one call label, found none")
         if task == "binary":
             if len(names) != 2:
                 raise ValueError(f"a binary task needs exactly 2 labels, found {names}")
@@ -93,8 +127,9 @@ def crop_offset(region_samples: tf.Tensor, clip_samples: int, audio: AudioConfig
 
 def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: AudioConfig,
               training: bool, seed: Optional[tf.Tensor] = None, shift_max_s: float = 0.0,
-              rates: Sequence[int] = (), compressed: bool = True) -> tf.Tensor:
-    """One record -> float32 [clip_samples] mono at audio.sample_rate_hz.
+              rates: Sequence[int] = (), compressed: bool = True, with_start: bool = False):
+    """One record -> float32 [clip_samples] mono at audio.sample_rate_hz (with `with_start`:
+    (clip, the clip's first sample in seconds of file time, float64), for frame targets).
 
     Only the region [start_s, end_s) (NaN = whole file) is read and decoded (seek in WAV,
     tensorflow-io's seeking readers for compressed files), and only the clip's output samples
@@ -111,13 +146,13 @@ def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: Audi
 
     def whole_file():
         samples, rate = read_audio(path, compressed)  # [frames, channels], int32
-        return to_mono(samples, audio.mono), rate  # [frames]
+        return to_mono(samples, audio.mono), rate, tf.zeros([], tf.int64)  # [frames]
 
     def window():
-        samples, rate, _first = read_audio_range(path, start_s, end_s, compressed)  # only the region is read
-        return to_mono(samples, audio.mono), rate  # [region_frames]
+        samples, rate, first = read_audio_range(path, start_s, end_s, compressed)  # only the region is read
+        return to_mono(samples, audio.mono), rate, first  # [region_frames]
 
-    region, rate_in = tf.cond(tf.math.is_nan(start_s) & tf.math.is_nan(end_s), whole_file, window)
+    region, rate_in, first = tf.cond(tf.math.is_nan(start_s) & tf.math.is_nan(end_s), whole_file, window)
     region = tf.ensure_shape(region, [None])  # [region_frames]
     region_out = resampled_length(tf.shape(region, out_type=tf.int64)[0], rate_in, rate_out)
     offset = crop_offset(region_out, clip, audio, training, seed)
@@ -135,7 +170,37 @@ def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: Audi
                       lambda: resample_segment(region, rate_in, rate_out, offset, clip, rates))
     else:
         out = resample_segment(region, rate_in, rate_out, offset, clip, rates)
-    return tf.ensure_shape(out, [clip])  # [clip_samples]
+    out = tf.ensure_shape(out, [clip])  # [clip_samples]
+    if not with_start:
+        return out
+    start = (tf.cast(first, tf.float64) / tf.cast(rate_in, tf.float64)
+             + tf.cast(offset, tf.float64) / float(rate_out))
+    return out, start
+
+
+def frame_times_s(clip_start_s: tf.Tensor, num_frames: int, frontend: FrontendConfig,
+                  sample_rate_hz: int) -> tf.Tensor:
+    """File times (float64 [num_frames]) of the centres of a clip's frontend frames."""
+    centre = 0.0 if frontend.center else frontend.n_fft / 2.0
+    offsets = (np.arange(num_frames) * frontend.hop_samples + centre) / sample_rate_hz  # [frames]
+    return tf.cast(clip_start_s, tf.float64) + tf.constant(offsets, tf.float64)
+
+
+def frame_targets(events: tf.Tensor, times_s: tf.Tensor, num_labels: int, onset_tolerance_s: float) -> tf.Tensor:
+    """Calls -> float32 frame targets [frames, 2 * num_labels].
+
+    events: float64 [calls, 3] rows (start_s, end_s, label index), label -1 for padding;
+    times_s: float64 [frames], the frames' centres. Column k is 1 where a label-k call covers
+    the frame, column num_labels + k where a label-k call starts within onset_tolerance_s.
+    """
+    start, end, label = events[:, 0], events[:, 1], tf.cast(events[:, 2], tf.int32)  # [calls] each
+    t = times_s[:, None]  # [frames, 1]
+    inside = (t >= start[None, :]) & (t < end[None, :])  # [frames, calls]
+    onset = tf.abs(t - start[None, :]) <= onset_tolerance_s  # [frames, calls]
+    which = tf.one_hot(label, num_labels, dtype=tf.float32)  # [calls, K]; padding rows are zeros
+    presence = tf.minimum(tf.matmul(tf.cast(inside, tf.float32), which), 1.0)  # [frames, K]
+    starts = tf.minimum(tf.matmul(tf.cast(onset, tf.float32), which), 1.0)  # [frames, K]
+    return tf.concat([presence, starts], axis=1)  # [frames, 2K]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,13 +244,30 @@ def _seed_stream(seed: int) -> tf.data.Dataset:
     return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
 
+def event_arrays(records: pd.DataFrame, labels: LabelSpec) -> np.ndarray:
+    """The records' `events` JSON -> float64 [records, most calls, 3] (start_s, end_s, label
+    index), padded with label -1."""
+    index = {name: i for i, name in enumerate(labels.names)}
+    parsed = [json.loads(text) for text in records["events"]]
+    out = np.zeros((len(parsed), max([1, *map(len, parsed)]), 3), np.float64)
+    out[:, :, 2] = -1
+    for row, calls in enumerate(parsed):
+        for col, (start, end, label) in enumerate(calls):
+            out[row, col] = (start, end, index.get(label, -1))
+    return out
+
+
 def _records_dataset(records: pd.DataFrame, labels: LabelSpec) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices({
+    columns = {
         "file": records["file"].astype(str).to_numpy(),
         "start_s": records["start_s"].astype(np.float64).to_numpy(),
         "end_s": records["end_s"].astype(np.float64).to_numpy(),
-        "target": labels.encode(list(records["label"])),
-    })
+    }
+    if labels.task == "frames":
+        columns["events"] = event_arrays(records, labels)
+    else:
+        columns["target"] = labels.encode(list(records["label"]))
+    return tf.data.Dataset.from_tensor_slices(columns)
 
 
 def known_rates(records: pd.DataFrame) -> tuple[int, ...]:
@@ -228,6 +310,7 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training
       training, placement "device":    ({"audio": [B, N], "seed": [2], "noise"?: [B, N]}, targets)
       evaluation, "pipeline":          (features, targets)
       evaluation, "device":            (audio [B, N], targets)
+    with targets [B, K], or [B, frames, 2K] for task "frames".
 
     `data_service`: address of a tf.data service dispatcher that then runs everything up to the
     final prefetch (pipeline.data_service; WAV inputs only); `data_service_job`: the job name,
@@ -251,10 +334,17 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training
     shift_s = cfg.augment.time_shift_max_s if cfg.augment.enabled else 0.0
     rates = known_rates(records)
 
+    num_frames = frontend_output_shape(cfg.frontend, cfg.audio.sample_rate_hz, cfg.audio.clip_samples)[0]
+
     def per_example(rec, seed):
-        clip = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
-                         rates, compressed)
-        return clip, rec["target"]
+        if labels.task != "frames":
+            clip = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
+                             rates, compressed)
+            return clip, rec["target"]
+        clip, start = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
+                                rates, compressed, with_start=True)
+        times = frame_times_s(start, num_frames, cfg.frontend, cfg.audio.sample_rate_hz)  # [frames]
+        return clip, frame_targets(rec["events"], times, len(labels.names), ONSET_TOLERANCE_S)
 
     ds = ds.map(per_example, num_parallel_calls=AUTOTUNE, deterministic=p.deterministic)
     if p.cache and not training:

@@ -174,3 +174,93 @@ def count_events(events: Sequence[Event], labels: Sequence[str]) -> dict[str, in
     for event in events:
         counts[event.label] = counts.get(event.label, 0) + 1
     return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame models (train.task "frames"): scores per spectrogram frame instead of per window.
+#
+# Frame i of a file is taken to cover [i * frame_s, (i + 1) * frame_s), frame_s being the
+# frontend hop. (Its STFT window is centred on i * frame_s; the half-frame difference, ~6 ms
+# at hop 256 and 22.05 kHz, is below the precision of labelled call times.)
+
+# Onset peaks closer than this to a higher one are the same call start.
+ONSET_PEAK_RADIUS_S = 0.05
+
+
+def stitch_frames(scores: np.ndarray, hop_frames: int) -> np.ndarray:
+    """Per-window frame scores [windows, frames, outputs] (window w starting at frame w * hop_frames)
+    -> one score per file frame [(windows - 1) * hop_frames + frames, outputs].
+
+    Each frame is taken from the window it sits most centrally in: window w gives its frames
+    [lead, lead + hop_frames) with lead = (frames - hop_frames) // 2, the first window also
+    everything before and the last one everything after. Frames near a window's edges see
+    less context (padding, recurrent state), so they are never used where a window centred
+    nearer exists.
+    """
+    scores = np.asarray(scores)
+    count, frames = scores.shape[:2]
+    if not 1 <= hop_frames <= frames:
+        raise ValueError(f"hop_frames must be in [1, {frames}], got {hop_frames}")
+    lead = (frames - hop_frames) // 2
+    parts = []
+    for w in range(count):
+        first = 0 if w == 0 else lead
+        last = frames if w == count - 1 else lead + hop_frames
+        parts.append(scores[w, first:last])
+    return np.concatenate(parts) if parts else np.zeros((0, *scores.shape[2:]), scores.dtype)
+
+
+def onset_peaks(onset: np.ndarray, threshold: float, radius: int) -> list[int]:
+    """Frames where onset >= threshold and is the highest within `radius` frames either way
+    (ties: the first)."""
+    peaks = []
+    for f in np.flatnonzero(onset >= threshold):
+        lo, hi = max(0, f - radius), f + radius + 1
+        if onset[f] == onset[lo:hi].max() and not (peaks and f - peaks[-1] <= radius):
+            peaks.append(int(f))
+    return peaks
+
+
+def frame_events(presence: Sequence[float], onset: Sequence[float] | None, frame_s: float, threshold: float,
+                 onset_threshold: float = 1.0, label: str = "", min_gap_s: float = 0.0,
+                 min_duration_s: float = 0.0, duration_s: float | None = None,
+                 max_duration_s: float | None = None) -> list[Event]:
+    """Frame scores -> events: runs of frames with presence >= threshold (runs closer than
+    min_gap_s joined) are calls, split where a new call starts inside them: at onset peaks
+    (onset_peaks, radius ONSET_PEAK_RADIUS_S) of at least onset_threshold that leave both
+    parts min_duration_s or longer. Then max_duration_s and min_duration_s apply as in
+    merge_windows. max_score / mean_score are over the presence scores of the event's frames.
+    """
+    presence = np.asarray(presence, dtype=np.float64)
+    spans: list[list[int]] = []
+    for first, last in positive_runs(presence >= threshold):
+        if spans and (first - spans[-1][1]) * frame_s < min_gap_s:
+            spans[-1][1] = last
+        else:
+            spans.append([first, last])
+    min_frames = max(1, math.ceil(round(min_duration_s / frame_s, 6)))
+    peaks = [] if onset is None else onset_peaks(np.asarray(onset, np.float64), onset_threshold,
+                                                 max(1, round(ONSET_PEAK_RADIUS_S / frame_s)))
+    pieces = []
+    for first, last in spans:
+        bounds = [first]
+        for p in peaks:
+            if p - bounds[-1] >= min_frames and last - p >= min_frames:
+                bounds.append(p)
+        bounds.append(last)
+        for a, b in zip(bounds, bounds[1:]):
+            cuts = []
+            if max_duration_s and (b - a) * frame_s > max_duration_s:
+                cuts = split_points(presence, a, b, math.ceil((b - a) * frame_s / max_duration_s))
+            edges = [a, *cuts, b]
+            pieces += list(zip(edges, edges[1:]))
+    events = []
+    for a, b in pieces:
+        start, end = a * frame_s, b * frame_s
+        if duration_s is not None:
+            start, end = max(0.0, start), min(end, duration_s)
+        if end - start < min_duration_s or end <= start:
+            continue
+        chunk = presence[a:b]
+        events.append(Event(label, round(start, 4), round(end, 4), float(chunk.max()), float(chunk.mean())))
+    return events

@@ -1,7 +1,8 @@
 """Config -> checked record table: the one entry point train.py, tuning and export use.
 
 sources (folders / glob / manifest / annotation tables) -> scan every file once (bad files
-listed, not used) -> annotation tables become call and non-call windows -> split by group.
+listed, not used) -> annotation tables become call and non-call windows (or, for frame targets, regions tiling
+each recording with the calls inside them) -> split by group.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.scan import Limits, scan_files, summarize
 from pipeline.sources import apply_label_map, load_records
 from pipeline.splits import split_records
-from pipeline.windows import annotation_records
+from pipeline.windows import annotation_records, frame_records
 
 
 def _annotation_table(cfg: Config) -> pd.DataFrame:
@@ -64,15 +65,22 @@ def prepare_records(cfg: Config, run_dir: Optional[Path] = None) -> tuple[pd.Dat
         good, problems = validate_annotations(table[table["file"].isin(durations)], durations)
         bad = pd.concat([bad, problems[["file", "reason"]].assign(
             reason=lambda t: "annotation: " + t["reason"].astype(str))], ignore_index=True)
-        records = annotation_records(good, durations, cfg.audio.clip_s, d.negative_label,
-                                     d.negatives_per_positive, d.negative_margin_s,
-                                     cfg.pipeline.seed, multilabel=cfg.train.task == "multilabel")
+        if cfg.train.task == "frames":
+            records = frame_records(good, durations, cfg.audio.clip_s, d.negative_label)
+        else:
+            records = annotation_records(good, durations, cfg.audio.clip_s, d.negative_label,
+                                         d.negatives_per_positive, d.negative_margin_s,
+                                         cfg.pipeline.seed, multilabel=cfg.train.task == "multilabel")
     else:
         records = records[records["file"].isin(durations)].reset_index(drop=True)
     records = records.merge(info[["file", "sample_rate_hz"]], on="file", how="left")
     if records.empty:
         raise ConfigError(f"data: no usable examples ({len(bad)} bad files or annotations)")
-    records = split_records(records, d.val_fraction, d.test_fraction, cfg.pipeline.seed)
+    try:
+        records = split_records(records, d.val_fraction, d.test_fraction, cfg.pipeline.seed,
+                                d.val_groups, d.test_groups)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     report = None
     if run_dir is not None:
         report = Path(run_dir) / "bad_files.csv"

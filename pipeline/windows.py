@@ -7,6 +7,7 @@ random shift of the call within the window.
 """
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -93,3 +94,30 @@ def annotation_records(annotations: pd.DataFrame, durations: dict[str, float], c
     if multilabel:
         out = out.drop_duplicates().reset_index(drop=True)
     return out
+
+
+def frame_records(annotations: pd.DataFrame, durations: dict[str, float], clip_s: float,
+                  negative_label: str) -> pd.DataFrame:
+    """Record table for frame targets (train.task "frames"): every annotated recording tiled
+    by regions of 2 * clip_s starting every clip_s / 2 (the last ones cut at the file end), so
+    random clip_s crops reach every part of the recording, unlabelled stretches included, and
+    one epoch sees each second of audio in about four clips.
+
+    Each record carries `events`, the calls overlapping its region as JSON [[start_s, end_s,
+    label], ...] in file time (frame targets are drawn from them once the crop is known), and
+    as `label` the call labels present joined by ';' (negative_label when none).
+    """
+    rows = []
+    for file, table in annotations.groupby("file", sort=True):
+        duration = durations.get(file)
+        if duration is None:
+            continue
+        calls = sorted(zip(table["start_s"].astype(float), table["end_s"].astype(float),
+                           table["label"].astype(str)))
+        step = clip_s / 2
+        for i in range(max(1, math.ceil((duration - clip_s) / step) + 1)):
+            lo, hi = i * step, min(duration, i * step + 2 * clip_s)
+            inside = [[s, e, l] for s, e, l in calls if s < hi and e > lo]
+            label = ";".join(sorted({l for _, _, l in inside})) or negative_label
+            rows.append((file, lo, hi, label, file, json.dumps(inside)))
+    return pd.DataFrame(rows, columns=[*RECORD_COLUMNS, "events"])

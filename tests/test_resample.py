@@ -221,6 +221,19 @@ def test_rate_hints_and_python_ints_take_the_same_values(rate_in, rate_out):
     np.testing.assert_array_equal(other, general)
 
 
+@pytest.mark.parametrize("rate_in, rate_out", [(48000, 22050), (166600, 16000)])
+def test_dense_product_equals_grouped(rate_in, rate_out):
+    """Long segments at hinted rates with a short period take the dense product (after the
+    decimation for 166,600 Hz): the same values as the grouped product of the general path.
+    The dense product needs as many periods as its matrix has rows (4.3 s of output from 48 kHz)."""
+    assert rs._table((rate_in,), rate_out).dense.size > 0
+    x = _band_limited_noise(rate_in, 10.5, 0.4 * rate_in, seed=5)
+    length = 10 * rate_out
+    general = rs.resample_segment(x, tf.constant(rate_in), rate_out, -10, length).numpy()
+    dense = rs.resample_segment(x, tf.constant(rate_in), rate_out, -10, length, rates=[rate_in]).numpy()
+    np.testing.assert_allclose(dense, general, atol=1e-6)
+
+
 def test_hinted_rates_inside_dataset_map():
     rates = [81920, 44100, 5120]
     signals = [_tone(r, 440.0, 0.25) for r in rates]

@@ -151,11 +151,13 @@ def _one_or_more(param: Param, values: tuple) -> Param:
     return dataclasses.replace(param, values=values, default=param.default if param.default in values else values[0])
 
 
-def _families(param: Param, registry: dict, where: Optional[str]) -> Param:
-    """model.name: by default (where is None) the compact families the registry has; families
-    named in the config (at `where`) must exist."""
+def _families(param: Param, registry: dict, where: Optional[str], task: str) -> Param:
+    """model.name: by default (where is None) the compact families the registry has (its frame
+    models for train.task "frames"); families named in the config (at `where`) must exist."""
     if where is None:
-        present = tuple(v for v in param.values if v in registry)
+        from models.registry import FRAME_MODELS
+        defaults = tuple(sorted(FRAME_MODELS)) if task == "frames" else param.values
+        present = tuple(v for v in defaults if v in registry)
         if not present:
             raise ConfigError(f"tune.space.model.name: none of the default families {list(param.values)} is in "
                               f"the model registry (known: {', '.join(sorted(registry))}); list some")
@@ -172,6 +174,11 @@ def _prune(param: Param, base: Config, notes: list[str]) -> Param:
     if param.name == "frontend.n_fft":
         clip = base.audio.clip_samples
         ok, why = (lambda v: v <= clip), f"longer than the clip ({clip} samples)"
+    elif param.name == "model.name":
+        from models.registry import FRAME_MODELS
+        frames = base.train.task == "frames"
+        ok, why = ((lambda v: (v in FRAME_MODELS) == frames),
+                   f"not a {'frame' if frames else 'clip'} model (train.task {base.train.task!r})")
     elif param.name == "augment.noise_prob" and not base.augment.noise_glob:
         ok, why = (lambda v: v == 0), "needs augment.noise_glob, which the config leaves empty"
     else:
@@ -229,7 +236,7 @@ def resolve(base: Config, registry: Optional[dict] = None) -> tuple[tuple[Param,
             param = _narrow(param, narrowed[param.name], f"tune.space.{param.name}")
         if param.name == "model.name":
             where = "tune.fixed" if param.name in fixed else "tune.space" if param.name in narrowed else None
-            param = _families(param, registry, where)
+            param = _families(param, registry, where, base.train.task)
         params.append(_prune(param, base, notes))
     if not base.augment.enabled and any(p.name.startswith("augment.") and p.kind != "fixed" for p in params):
         notes.append("augment.enabled is false in the config: the augment.* hyperparameters have no "
