@@ -272,9 +272,7 @@ def read_truth(path: str) -> pd.DataFrame:
     """A truth table in any format pipeline.annotations reads; for Raven tables the label column
     is the first of RAVEN_LABEL_COLUMNS present (detect.py's own tables use `Label`)."""
     if detect_format(path) == "raven":
-        header = Path(path).read_text(encoding="utf-8-sig", errors="replace").splitlines()[0].split("\t")
-        present = [c for c in RAVEN_LABEL_COLUMNS if c in [h.strip() for h in header]]
-        return read_raven(path, label_column=present[0] if present else RAVEN_LABEL_COLUMNS[0])
+        return read_raven(path, label_column=RAVEN_LABEL_COLUMNS)
     return read_annotations(path)
 
 

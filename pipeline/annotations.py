@@ -16,6 +16,7 @@ import io
 import math
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -123,9 +124,11 @@ def raven_audio_name(table_path: str | Path, audio_ext: str = ".wav") -> str:
     return stem + audio_ext
 
 
-def read_raven(path, label_column: str = "Call type", audio_dir=None, audio_ext: str = ".wav",
+def read_raven(path, label_column: str | Sequence[str] = "Call type", audio_dir=None, audio_ext: str = ".wav",
                default_label: str | None = None) -> pd.DataFrame:
     """A Raven Pro selection table -> one row per selection.
+
+    `label_column` may list candidates: the first one the table has is the label column.
 
     Column names match exactly or after normalization ('Call.type' matches 'Call type').
     Raven writes one row per view of a selection; the spectrogram row is kept. The audio file is
@@ -150,7 +153,8 @@ def read_raven(path, label_column: str = "Call type", audio_dir=None, audio_ext:
     for required in (RAVEN_BEGIN, RAVEN_END):
         if col[required] is None:
             raise AnnotationError(f"{where}: no {required!r} column (columns: {header})")
-    label_at = _find_column(header, label_column, where)
+    candidates = [label_column] if isinstance(label_column, str) else list(label_column)
+    label_at = next((at for at in (_find_column(header, c, where) for c in candidates) if at is not None), None)
     if label_at is None and default_label is None:
         raise AnnotationError(f"{where}: no label column {label_column!r} (columns: {header}); "
                               "pass label_column= or default_label=")

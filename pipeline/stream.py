@@ -30,8 +30,8 @@ import tensorflow as tf
 
 from pipeline import resample as resample_lib
 from pipeline import tfio_audio
-from pipeline.decode import COMPRESSED_EXTENSIONS, WAV_EXTENSIONS, read_audio, read_audio_range, to_mono
-from pipeline.events import Chunk, chunk_plan, num_windows
+from pipeline.decode import COMPRESSED_EXTENSIONS, WAV_EXTENSIONS, read_audio_range, to_mono
+from pipeline.events import Chunk, chunk_plan
 from pipeline.scan import Limits
 from pipeline.wav import parse_wav_header
 
@@ -283,15 +283,3 @@ def window_dataset(jobs: Sequence[Job], rate_out: int, mono: str, window: int, h
     ds = tf.data.Dataset.from_tensor_slices(columns)
     ds = ds.map(load, num_parallel_calls=parallel, deterministic=True)
     return ds.prefetch(prefetch)
-
-
-def whole_file_windows(path: str, rate_out: int, mono: str, window: int, hop: int) -> np.ndarray:
-    """Windows [num_windows, window] of a file decoded, resampled and framed at once (reference
-    for the streamed ones; holds the whole file in memory)."""
-    samples, rate = read_audio(tf.constant(str(path)))
-    y = resample_lib.resample(to_mono(samples, mono), rate, rate_out).numpy()
-    count = num_windows(len(y), window, hop)
-    padded = np.zeros((count - 1) * hop + window, np.float32)
-    padded[: len(y)] = y
-    return tf.signal.frame(padded, window, hop).numpy()
-

@@ -106,6 +106,10 @@ def test_write_raven_round_trip(tmp_path):
     assert list(back["label"]) == list(events["label"])
     assert set(back["file"]) == {"a.wav"}
     assert set(read_raven(path, label_column="Label", audio_dir="/x")["file"]) == {"/x/a.wav"}
+    # candidate label columns: the first the table has
+    assert list(read_raven(path, label_column=["Call type", "Label"])["label"]) == list(events["label"])
+    with pytest.raises(AnnotationError, match="no label column"):
+        read_raven(path, label_column=["Call type", "Species"])
 
 
 def test_write_raven_refuses_what_raven_cannot_hold(tmp_path):

@@ -6,9 +6,21 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from pipeline.events import Chunk, windows_per_chunk
-from pipeline.stream import (AudioInfo, BadAudio, alignment, audio_info, make_job, plan_read, whole_file_windows,
-                             window_dataset)
+from pipeline import resample as resample_lib
+from pipeline.decode import read_audio, to_mono
+from pipeline.events import Chunk, num_windows, windows_per_chunk
+from pipeline.stream import AudioInfo, BadAudio, alignment, audio_info, make_job, plan_read, window_dataset
+
+
+def whole_file_windows(path: str, rate_out: int, mono: str, window: int, hop: int) -> np.ndarray:
+    """Windows [num_windows, window] of a file decoded, resampled and framed at once: the
+    reference the streamed windows must equal."""
+    samples, rate = read_audio(tf.constant(str(path)))
+    y = resample_lib.resample(to_mono(samples, mono), rate, rate_out).numpy()
+    count = num_windows(len(y), window, hop)
+    padded = np.zeros((count - 1) * hop + window, np.float32)
+    padded[: len(y)] = y
+    return tf.signal.frame(padded, window, hop).numpy()
 
 
 def write(path, seconds, rate, channels=1, seed=0, subtype="FLOAT"):
