@@ -26,6 +26,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ import tensorflow as tf
 import models.classifier  # noqa: F401  (registers AudioClassifier for load_model)
 from pipeline.annotations import AnnotationError, detect_format, read_annotations, read_raven, write_raven
 from pipeline.config import Config, load_config
+from pipeline.dataset import frame_centres_s
 from pipeline.detect_outputs import (BAD_COLUMNS, COUNT_COLUMNS, EVENT_COLUMNS, RANKING_COLUMNS, Progress,
                                      Spectrogram, events_frame, write_csv, write_json, write_plot,
                                      write_scores)
@@ -82,7 +84,8 @@ def target_labels(names: list[str], task: str, negative: str) -> list[str]:
 
 def score_columns(names: list[str], task: str, calls: list[str]) -> dict[str, int]:
     """Call label -> its column of the model's output (a binary model has one output; a frame
-    model's label k has presence column k and onset column len(names) + k)."""
+    model's label k has presence column k, and Detector.events reads its onset column
+    len(names) + k)."""
     return {label: 0 if task == "binary" else names.index(label) for label in calls}
 
 
@@ -140,8 +143,17 @@ class Detector:
         return self.task == "frames"
 
     @property
+    def frame_hop(self) -> int:
+        return self.cfg.frontend.hop_length_samples(self.sample_rate_hz)
+
+    @property
     def frame_s(self) -> float:
-        return self.cfg.frontend.hop_samples / self.sample_rate_hz
+        return self.frame_hop / self.sample_rate_hz
+
+    @property
+    def frame_offset_s(self) -> float:
+        """Where frame 0's span starts: its centre (as in training) minus half a frame."""
+        return float(frame_centres_s(1, self.cfg.frontend, self.sample_rate_hz)[0]) - self.frame_s / 2
 
     # What the rows of trace() stand for: windows, or a frame model's frames.
     @property
@@ -152,12 +164,13 @@ class Detector:
     def row_window_s(self) -> float:
         return self.frame_s if self.frame_model else self.window_s
 
-    def trace(self, scores: np.ndarray) -> np.ndarray:
+    def trace(self, scores: np.ndarray, duration_s: float) -> np.ndarray:
         """The model's outputs for a file -> one row per window, or per frame for a frame model
-        (its windows' frames stitched: pipeline.events.stitch_frames)."""
+        (its windows' frames stitched: pipeline.events.stitch_frames, up to the file's end)."""
         if not self.frame_model:
             return scores
-        return stitch_frames(scores, self.hop // self.cfg.frontend.hop_samples)
+        frames = stitch_frames(scores, self.hop // self.frame_hop)
+        return frames[: math.ceil((duration_s - self.frame_offset_s) / self.frame_s)]
 
     # Times follow the window and hop rounded to samples, so they do not drift over long files.
     @property
@@ -174,8 +187,8 @@ class Detector:
                 "sample_rate_hz": self.sample_rate_hz, "mono": self.cfg.audio.mono, "window": self.window,
                 "hop": self.hop, "window_s": self.window_s, "hop_s": self.hop_s, "thresholds": self.thresholds,
                 "min_gap_s": self.min_gap_s, "min_duration_s": self.min_duration_s,
-                "max_event_s": self.max_event_s, "labels": list(self.calls), "task": self.task,
-                "onset_threshold": self.onset_threshold}
+                "max_event_s": self.max_event_s, "labels": list(self.calls),
+                **({"task": self.task, "onset_threshold": self.onset_threshold} if self.frame_model else {})}
 
     def digest(self) -> str:
         """Changes whenever a file's events could: a finished file with another digest is redone."""
@@ -191,7 +204,7 @@ class Detector:
         for label, column in self.columns.items():
             events += frame_events(trace[:, column], trace[:, onsets + column], self.frame_s,
                                    self.thresholds[label], self.onset_threshold, label, self.min_gap_s,
-                                   self.min_duration_s, duration_s, self.max_event_s)
+                                   self.min_duration_s, duration_s, self.max_event_s, self.frame_offset_s)
         return sorted(events, key=lambda e: (e.start_s, e.label))
 
 
@@ -208,7 +221,7 @@ def load_detector(args) -> Detector:
     hop_s = args.hop_s or cfg.detect.hop_s or window_s / (2 if task == "frames" else 4)
     window, hop = samples(window_s, sr), samples(hop_s, sr)
     if task == "frames":  # windows start on frame boundaries, so their frames line up
-        step = cfg.frontend.hop_samples
+        step = cfg.frontend.hop_length_samples(sr)
         frames = frontend_output_shape(cfg.frontend, sr, window)[0]
         hop = int(np.clip(round(hop / step), 1, frames)) * step
     if window != cfg.audio.clip_samples:
@@ -216,6 +229,9 @@ def load_detector(args) -> Detector:
                          f"({cfg.audio.clip_samples} samples at {sr} Hz); use that window")
     if hop < 1:
         raise SystemExit(f"--hop-s {hop_s}: expected at least one sample at {sr} Hz")
+    onset_threshold = cfg.detect.onset_threshold if args.onset_threshold is None else args.onset_threshold
+    if not 0 < onset_threshold <= 1:
+        raise SystemExit(f"--onset-threshold {onset_threshold}: expected a score in (0, 1]")
     max_event_s = cfg.detect.max_event_s if args.max_event_s is None else args.max_event_s
     if max_event_s is not None and max_event_s <= 0:
         raise SystemExit(f"--max-event-s {max_event_s}: expected a positive duration in seconds")
@@ -225,7 +241,7 @@ def load_detector(args) -> Detector:
         parse_thresholds(args.threshold, cfg.detect.threshold, calls), window, hop,
         float(cfg.detect.min_gap_s if args.min_gap_s is None else args.min_gap_s),
         float(cfg.detect.min_duration_s if args.min_duration_s is None else args.min_duration_s),
-        max_event_s, float(cfg.detect.onset_threshold if args.onset_threshold is None else args.onset_threshold))
+        max_event_s, float(onset_threshold))
 
 
 @dataclasses.dataclass
@@ -428,7 +444,8 @@ def finish_file(job: Job, detector: Detector, outputs: Outputs, scores: np.ndarr
     """Events of one scored file and its outputs; the finished-record goes last and is returned."""
     name, calls = outputs.names[job.path], list(detector.calls)
     columns = [detector.columns[c] for c in calls]
-    scores = detector.trace(scores)  # [rows, outputs]
+    windows = len(scores)
+    scores = detector.trace(scores, job.info.duration_s)  # [rows, outputs]
     events = detector.events(scores, job.info.duration_s)
     outputs.stem(job.path).parent.mkdir(parents=True, exist_ok=True)
     frontend = detector.cfg.frontend
@@ -442,7 +459,7 @@ def finish_file(job: Job, detector: Detector, outputs: Outputs, scores: np.ndarr
                    events, detector.row_hop_s, detector.row_window_s, detector.sample_rate_hz)
     record = {
         "file": name, "path": job.path, "digest": digest, "duration_s": job.info.duration_s,
-        "windows": int(len(scores)), "counts": count_events(events, calls),
+        "windows": int(windows), "counts": count_events(events, calls),
         "events": [[e.label, e.start_s, e.end_s, e.max_score, e.mean_score] for e in events],
         "best": {label: float(scores[:, column].max()) for label, column in zip(calls, columns)},
     }

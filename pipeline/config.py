@@ -408,6 +408,8 @@ def _check(cfg: Config) -> None:
          "a source with call times for 'frames' (data.source: annotations)")
     need(cfg.train.task != "frames" or cfg.train.balance != "class_weights", "train.balance",
          "'none' or 'sample' for frame targets")
+    need(cfg.train.task != "frames" or cfg.audio.pad_mode != "repeat", "audio.pad_mode",
+         "zero padding for frame targets (repeated audio would repeat calls the targets do not hold)")
     need(cfg.train.learning_rate > 0, "train.learning_rate", "a positive rate")
     need(0 <= cfg.model.dropout < 1, "model.dropout", "a fraction in [0, 1)")
     need(0 < cfg.detect.threshold < 1, "detect.threshold", "a score in (0, 1)")

@@ -181,9 +181,13 @@ def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: Audi
 def frame_times_s(clip_start_s: tf.Tensor, num_frames: int, frontend: FrontendConfig,
                   sample_rate_hz: int) -> tf.Tensor:
     """File times (float64 [num_frames]) of the centres of a clip's frontend frames."""
-    centre = 0.0 if frontend.center else frontend.n_fft / 2.0
-    offsets = (np.arange(num_frames) * frontend.hop_samples + centre) / sample_rate_hz  # [frames]
-    return tf.cast(clip_start_s, tf.float64) + tf.constant(offsets, tf.float64)
+    return tf.cast(clip_start_s, tf.float64) + tf.constant(frame_centres_s(num_frames, frontend, sample_rate_hz))
+
+
+def frame_centres_s(num_frames: int, frontend: FrontendConfig, sample_rate_hz: int) -> np.ndarray:
+    """Centres (float64 [num_frames], seconds) of the frontend's frames from the signal start."""
+    centre = 0.0 if frontend.center else frontend.frame_length_samples(sample_rate_hz) / 2.0
+    return (np.arange(num_frames) * frontend.hop_length_samples(sample_rate_hz) + centre) / sample_rate_hz
 
 
 def frame_targets(events: tf.Tensor, times_s: tf.Tensor, num_labels: int, onset_tolerance_s: float) -> tf.Tensor:
@@ -344,7 +348,10 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training
         clip, start = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
                                 rates, compressed, with_start=True)
         times = frame_times_s(start, num_frames, cfg.frontend, cfg.audio.sample_rate_hz)  # [frames]
-        return clip, frame_targets(rec["events"], times, len(labels.names), ONSET_TOLERANCE_S)
+        targets = frame_targets(rec["events"], times, len(labels.names), ONSET_TOLERANCE_S)  # [frames, 2K]
+        # Frames outside the region (padding, or audio the record does not cover) hold no calls.
+        inside = (times >= rec["start_s"]) & (times < rec["end_s"])  # [frames]
+        return clip, targets * tf.cast(inside, tf.float32)[:, None]
 
     ds = ds.map(per_example, num_parallel_calls=AUTOTUNE, deterministic=p.deterministic)
     if p.cache and not training:

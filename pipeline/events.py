@@ -179,9 +179,9 @@ def count_events(events: Sequence[Event], labels: Sequence[str]) -> dict[str, in
 # ---------------------------------------------------------------------------------------------
 # Frame models (train.task "frames"): scores per spectrogram frame instead of per window.
 #
-# Frame i of a file is taken to cover [i * frame_s, (i + 1) * frame_s), frame_s being the
-# frontend hop. (Its STFT window is centred on i * frame_s; the half-frame difference, ~6 ms
-# at hop 256 and 22.05 kHz, is below the precision of labelled call times.)
+# Frame i of a file covers [offset_s + i * frame_s, offset_s + (i + 1) * frame_s): frame_s is the
+# frontend hop and offset_s puts the frame's centre (where its training target was taken) in the
+# middle (-frame_s / 2 for centred STFT frames).
 
 # Onset peaks closer than this to a higher one are the same call start.
 ONSET_PEAK_RADIUS_S = 0.05
@@ -224,12 +224,13 @@ def onset_peaks(onset: np.ndarray, threshold: float, radius: int) -> list[int]:
 def frame_events(presence: Sequence[float], onset: Sequence[float] | None, frame_s: float, threshold: float,
                  onset_threshold: float = 1.0, label: str = "", min_gap_s: float = 0.0,
                  min_duration_s: float = 0.0, duration_s: float | None = None,
-                 max_duration_s: float | None = None) -> list[Event]:
+                 max_duration_s: float | None = None, offset_s: float = 0.0) -> list[Event]:
     """Frame scores -> events: runs of frames with presence >= threshold (runs closer than
     min_gap_s joined) are calls, split where a new call starts inside them: at onset peaks
     (onset_peaks, radius ONSET_PEAK_RADIUS_S) of at least onset_threshold that leave both
     parts min_duration_s or longer. Then max_duration_s and min_duration_s apply as in
     merge_windows. max_score / mean_score are over the presence scores of the event's frames.
+    Times start at offset_s (see above) and never before 0.
     """
     presence = np.asarray(presence, dtype=np.float64)
     spans: list[list[int]] = []
@@ -256,9 +257,9 @@ def frame_events(presence: Sequence[float], onset: Sequence[float] | None, frame
             pieces += list(zip(edges, edges[1:]))
     events = []
     for a, b in pieces:
-        start, end = a * frame_s, b * frame_s
+        start, end = max(0.0, offset_s + a * frame_s), offset_s + b * frame_s
         if duration_s is not None:
-            start, end = max(0.0, start), min(end, duration_s)
+            end = min(end, duration_s)
         if end - start < min_duration_s or end <= start:
             continue
         chunk = presence[a:b]

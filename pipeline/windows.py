@@ -101,7 +101,7 @@ def frame_records(annotations: pd.DataFrame, durations: dict[str, float], clip_s
     """Record table for frame targets (train.task "frames"): every annotated recording tiled
     by regions of 2 * clip_s starting every clip_s / 2 (the last ones cut at the file end), so
     random clip_s crops reach every part of the recording, unlabelled stretches included, and
-    one epoch sees each second of audio in about four clips.
+    each second of audio lies in four regions (about two random crops per epoch).
 
     Each record carries `events`, the calls overlapping its region as JSON [[start_s, end_s,
     label], ...] in file time (frame targets are drawn from them once the crop is known), and

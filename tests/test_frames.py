@@ -73,6 +73,28 @@ def test_load_clip_reports_where_its_crop_starts(tmp_path):
         np.testing.assert_allclose(clip.numpy()[:10], ramp[first:first + 10], atol=1e-6)
 
 
+def test_frame_targets_hold_no_calls_outside_the_record_region(tmp_path):
+    """A region shorter than the clip is padded: frames on the padding are negative even where a
+    call (reaching outside the region) would cover them."""
+    from pipeline.dataset import make_dataset
+
+    rate = 8000
+    sf.write(tmp_path / "a.wav", np.zeros(3 * rate, np.float32) + 0.01, rate)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(f"audio: {{sample_rate_hz: {rate}, clip_s: 2.0}}\n"
+                        "frontend: {n_fft: 256, hop_samples: 80, n_mels: 32, fmax_hz: 3900}\n"
+                        "data: {source: annotations, annotations: x.csv}\ntrain: {task: frames}\n"
+                        "pipeline: {placement: device}\nmodel: {name: crnn}\n")
+    cfg = load_config(cfg_path)
+    records = pd.DataFrame({"file": [str(tmp_path / "a.wav")], "start_s": [0.0], "end_s": [1.0], "label": ["x"],
+                            "group": ["a"], "events": [json.dumps([[0.5, 2.5, "x"]])]})
+    labels = LabelSpec(("x",), "frames")
+    _, targets = next(iter(make_dataset(records, labels, cfg, training=False)))
+    presence = targets.numpy()[0, :, 0]  # centred crop: 0.5 s of padding, the region, 0.5 s of padding
+    times = np.arange(len(presence)) * 80 / rate - 0.5
+    np.testing.assert_array_equal(presence, ((times >= 0.5) & (times < 1.0)).astype(np.float32))
+
+
 def test_label_spec_for_frames():
     records = pd.DataFrame({"label": ["noise", "b;a", "a"]})
     spec = LabelSpec.from_records(records, "frames", negative_label="noise")
@@ -174,6 +196,8 @@ def _spans(events):
     ([1, 0, 0, 1, 1, 1, 1], None, {"min_duration_s": 0.2, "duration_s": 0.65}, [(0.3, 0.65)]),
     # a long run cut by max_duration_s at its lowest dip
     ([1, 1, 0.6, 1, 1, 1], None, {"max_duration_s": 0.35}, [(0.0, 0.2), (0.2, 0.6)]),
+    # centred frames: each spans half a frame either side of its centre, never before 0
+    ([1, 1, 0, 0, 1, 1, 0], None, {"offset_s": -0.05}, [(0.0, 0.15), (0.35, 0.55)]),
 ])
 def test_frame_events(presence, onset, kwargs, expected):
     events = frame_events(np.array(presence, float), None if onset is None else np.array(onset, float), 0.1,
