@@ -453,7 +453,7 @@ def finish_file(job: Job, detector: Detector, outputs: Outputs, scores: np.ndarr
     write_raven(events_frame(name, events, *band), outputs.file(job.path, ".selections.txt"))
     if outputs.save_scores:
         write_scores(outputs.file(job.path, ".scores.csv"), scores, calls, columns, detector.row_hop_s,
-                     detector.row_window_s)
+                     detector.row_window_s, detector.frame_offset_s if detector.frame_model else 0.0)
     if spectrogram is not None:
         write_plot(outputs.file(job.path, ".png"), name, spectrogram, scores, calls, columns, detector.thresholds,
                    events, detector.row_hop_s, detector.row_window_s, detector.sample_rate_hz)

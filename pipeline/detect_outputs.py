@@ -42,10 +42,11 @@ def events_frame(file: str, events: Sequence[Event], low_hz: float = math.nan,
 
 
 def write_scores(path: Path, scores: np.ndarray, labels: Sequence[str], columns: Sequence[int],
-                 hop_s: float, window_s: float) -> None:
-    """Per-window scores: start_s, end_s and one column per label."""
-    starts = np.arange(len(scores)) * hop_s
-    table = pd.DataFrame({"start_s": starts, "end_s": starts + window_s})
+                 hop_s: float, window_s: float, offset_s: float = 0.0) -> None:
+    """Per-window (or per-frame) scores: start_s, end_s and one column per label; row i starts
+    at offset_s + i * hop_s (clipped at 0)."""
+    starts = np.maximum(offset_s + np.arange(len(scores)) * hop_s, 0.0)
+    table = pd.DataFrame({"start_s": starts, "end_s": offset_s + np.arange(len(scores)) * hop_s + window_s})
     for label, column in zip(labels, columns):
         table[label] = scores[:, column]
     write_csv(table, path, float_format="%.5g")
