@@ -63,9 +63,14 @@ REGISTRY: dict[str, Builder] = {
 FRAME_MODELS = frozenset({"crnn"})
 
 
-def check_task(name: str, task: str) -> None:
+def fits_task(name: str, task: str) -> bool:
     """Frame targets need a frame model and clip targets a clip model."""
-    if (task == "frames") != (name in FRAME_MODELS):
+    return (task == "frames") == (name in FRAME_MODELS)
+
+
+def check_task(name: str, task: str) -> None:
+    """fits_task, or a ValueError naming the models that fit."""
+    if not fits_task(name, task):
         wanted = "a frame model" if task == "frames" else "a clip model"
         choices = sorted(FRAME_MODELS) if task == "frames" else sorted(set(REGISTRY) - FRAME_MODELS)
         raise ValueError(f"model.name: {name!r} does not fit train.task {task!r}; it needs {wanted} "

@@ -175,10 +175,10 @@ def _prune(param: Param, base: Config, notes: list[str]) -> Param:
         clip = base.audio.clip_samples
         ok, why = (lambda v: v <= clip), f"longer than the clip ({clip} samples)"
     elif param.name == "model.name":
-        from models.registry import FRAME_MODELS
-        frames = base.train.task == "frames"
-        ok, why = ((lambda v: (v in FRAME_MODELS) == frames),
-                   f"not a {'frame' if frames else 'clip'} model (train.task {base.train.task!r})")
+        from models.registry import fits_task
+        task = base.train.task
+        ok, why = ((lambda v: fits_task(v, task)),
+                   f"not a {'frame' if task == 'frames' else 'clip'} model (train.task {task!r})")
     elif param.name == "augment.noise_prob" and not base.augment.noise_glob:
         ok, why = (lambda v: v == 0), "needs augment.noise_glob, which the config leaves empty"
     else:
