@@ -47,8 +47,8 @@ from pipeline.detect_outputs import (BAD_COLUMNS, COUNT_COLUMNS, EVENT_COLUMNS, 
                                      Spectrogram, events_frame, write_csv, write_json, write_plot,
                                      write_scores)
 from pipeline.evaluate import align_truth_files, evaluate, format_report
-from pipeline.events import (Event, count_events, events_from_scores, frame_events, samples, stitch_frames,
-                             windows_per_chunk)
+from pipeline.events import (ONSET_PEAK_RADIUS_S, Event, count_events, events_from_scores, frame_events, samples,
+                             stitch_frames, windows_per_chunk)
 from pipeline.frontend import frontend_output_shape
 from pipeline.sources import AUDIO_EXTENSIONS
 from pipeline.stream import (SPECTROGRAM_BANDS, SPECTROGRAM_FRAME, BadAudio, Job, audio_info, limit_heap_growth,
@@ -204,7 +204,8 @@ class Detector:
         for label, column in self.columns.items():
             events += frame_events(trace[:, column], trace[:, onsets + column], self.frame_s,
                                    self.thresholds[label], self.onset_threshold, label, self.min_gap_s,
-                                   self.min_duration_s, duration_s, self.max_event_s, self.frame_offset_s)
+                                   self.min_duration_s, duration_s, self.max_event_s, self.frame_offset_s,
+                                   max(ONSET_PEAK_RADIUS_S, self.cfg.train.onset_tolerance_s))
         return sorted(events, key=lambda e: (e.start_s, e.label))
 
 

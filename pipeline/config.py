@@ -195,6 +195,10 @@ class TrainConfig:
     # "frames": a score per spectrogram frame and call label, plus one per frame for "a call
     # starts here" (sound event detection: annotations source and a frame model such as crnn).
     task: Literal["binary", "multiclass", "multilabel", "frames"] = "multiclass"
+    # Frame targets: a frame is an onset frame ("a call starts here") within this of a labelled
+    # start. Wider than a frame (~12 ms at hop 256 and 22.05 kHz) because hand-labelled starts
+    # are uncertain by tens of ms, more in loosely labelled archives (MP3 encoder delay adds to it).
+    onset_tolerance_s: float = 0.025
     # Class imbalance: "none"; "class_weights" (loss weights from training-split counts, single-
     # label tasks); "sample" (tf.data draws every class equally often).
     balance: Literal["none", "class_weights", "sample"] = "none"
@@ -408,6 +412,7 @@ def _check(cfg: Config) -> None:
          "a source with call times for 'frames' (data.source: annotations)")
     need(cfg.train.task != "frames" or cfg.train.balance != "class_weights", "train.balance",
          "'none' or 'sample' for frame targets")
+    need(cfg.train.onset_tolerance_s > 0, "train.onset_tolerance_s", "above 0 s")
     need(cfg.train.task != "frames" or cfg.audio.pad_mode != "repeat", "audio.pad_mode",
          "zero padding for frame targets (repeated audio would repeat calls the targets do not hold)")
     need(cfg.train.learning_rate > 0, "train.learning_rate", "a positive rate")

@@ -25,10 +25,6 @@ from pipeline.frontend import compute_features, frontend_output_shape
 from pipeline.resample import resample, resample_segment, resampled_length
 
 AUTOTUNE = tf.data.AUTOTUNE
-# Frame targets: a frame is an onset frame within this of a call's labelled start. Wider than a
-# frame (~12 ms at hop 256 and 22.05 kHz) because labelled starts are uncertain by tens of ms
-# (hand labels; MP3 encoder delay).
-ONSET_TOLERANCE_S = 0.025
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,7 +344,8 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training
         clip, start = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
                                 rates, compressed, with_start=True)
         times = frame_times_s(start, num_frames, cfg.frontend, cfg.audio.sample_rate_hz)  # [frames]
-        targets = frame_targets(rec["events"], times, len(labels.names), ONSET_TOLERANCE_S)  # [frames, 2K]
+        targets = frame_targets(rec["events"], times, len(labels.names),
+                                cfg.train.onset_tolerance_s)  # [frames, 2K]
         # Frames outside the region (padding, or audio the record does not cover) hold no calls.
         inside = (times >= rec["start_s"]) & (times < rec["end_s"])  # [frames]
         return clip, targets * tf.cast(inside, tf.float32)[:, None]

@@ -183,7 +183,8 @@ def count_events(events: Sequence[Event], labels: Sequence[str]) -> dict[str, in
 # frontend hop and offset_s puts the frame's centre (where its training target was taken) in the
 # middle (-frame_s / 2 for centred STFT frames).
 
-# Onset peaks closer than this to a higher one are the same call start.
+# Onset peaks closer than this to a higher one are the same call start (at least; a model trained
+# with a wider onset tolerance cannot place starts more finely than that tolerance).
 ONSET_PEAK_RADIUS_S = 0.05
 
 
@@ -224,10 +225,11 @@ def onset_peaks(onset: np.ndarray, threshold: float, radius: int) -> list[int]:
 def frame_events(presence: Sequence[float], onset: Sequence[float] | None, frame_s: float, threshold: float,
                  onset_threshold: float = 1.0, label: str = "", min_gap_s: float = 0.0,
                  min_duration_s: float = 0.0, duration_s: float | None = None,
-                 max_duration_s: float | None = None, offset_s: float = 0.0) -> list[Event]:
+                 max_duration_s: float | None = None, offset_s: float = 0.0,
+                 peak_radius_s: float = ONSET_PEAK_RADIUS_S) -> list[Event]:
     """Frame scores -> events: runs of frames with presence >= threshold (runs closer than
     min_gap_s joined) are calls, split where a new call starts inside them: at onset peaks
-    (onset_peaks, radius ONSET_PEAK_RADIUS_S) of at least onset_threshold that leave both
+    (onset_peaks, radius peak_radius_s) of at least onset_threshold that leave both
     parts min_duration_s or longer. Then max_duration_s and min_duration_s apply as in
     merge_windows. max_score / mean_score are over the presence scores of the event's frames.
     Times start at offset_s (see above) and never before 0.
@@ -241,7 +243,7 @@ def frame_events(presence: Sequence[float], onset: Sequence[float] | None, frame
             spans.append([first, last])
     min_frames = max(1, math.ceil(round(min_duration_s / frame_s, 6)))
     peaks = [] if onset is None else onset_peaks(np.asarray(onset, np.float64), onset_threshold,
-                                                 max(1, round(ONSET_PEAK_RADIUS_S / frame_s)))
+                                                 max(1, round(peak_radius_s / frame_s)))
     pieces = []
     for first, last in spans:
         bounds = [first]

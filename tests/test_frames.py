@@ -75,7 +75,7 @@ def test_load_clip_reports_where_its_crop_starts(tmp_path):
 
 def test_frame_targets_hold_no_calls_outside_the_record_region(tmp_path):
     """A region shorter than the clip is padded: frames on the padding are negative even where a
-    call (reaching outside the region) would cover them."""
+    call (reaching outside the region) would cover them. Onsets follow train.onset_tolerance_s."""
     from pipeline.dataset import make_dataset
 
     rate = 8000
@@ -83,16 +83,19 @@ def test_frame_targets_hold_no_calls_outside_the_record_region(tmp_path):
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(f"audio: {{sample_rate_hz: {rate}, clip_s: 2.0}}\n"
                         "frontend: {n_fft: 256, hop_samples: 80, n_mels: 32, fmax_hz: 3900}\n"
-                        "data: {source: annotations, annotations: x.csv}\ntrain: {task: frames}\n"
+                        "data: {source: annotations, annotations: x.csv}\n"
+                        "train: {task: frames, onset_tolerance_s: 0.105}\n"
                         "pipeline: {placement: device}\nmodel: {name: crnn}\n")
     cfg = load_config(cfg_path)
     records = pd.DataFrame({"file": [str(tmp_path / "a.wav")], "start_s": [0.0], "end_s": [1.0], "label": ["x"],
                             "group": ["a"], "events": [json.dumps([[0.5, 2.5, "x"]])]})
     labels = LabelSpec(("x",), "frames")
     _, targets = next(iter(make_dataset(records, labels, cfg, training=False)))
-    presence = targets.numpy()[0, :, 0]  # centred crop: 0.5 s of padding, the region, 0.5 s of padding
+    presence, onset = targets.numpy()[0].T  # centred crop: 0.5 s of padding, the region, 0.5 s of padding
     times = np.arange(len(presence)) * 80 / rate - 0.5
     np.testing.assert_array_equal(presence, ((times >= 0.5) & (times < 1.0)).astype(np.float32))
+    np.testing.assert_array_equal(onset, (np.abs(times - 0.5) <= 0.105).astype(np.float32))
+    assert onset.sum() == 21  # frames 0.40 ... 0.60 s
 
 
 def test_label_spec_for_frames():
@@ -125,6 +128,9 @@ def test_config_lists_and_frame_checks(tmp_path):
     assert cfg.data.test_groups == ["r7.mp3"]
     path.write_text("data: {source: folders}\ntrain: {task: frames}\n")
     with pytest.raises(ConfigError, match="train.task"):
+        load_config(path)
+    path.write_text("train: {onset_tolerance_s: 0}\n")
+    with pytest.raises(ConfigError, match="train.onset_tolerance_s"):
         load_config(path)
     path.write_text("data: {val_groups: [1, {a: b}]}\n")
     with pytest.raises(ConfigError, match=r"data.val_groups\[1\]"):
@@ -190,6 +196,9 @@ def _spans(events):
     # an onset peak too close to the run's end would leave a piece below min_duration_s
     ([1, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0.9, 0], {"onset_threshold": 0.5, "min_duration_s": 0.2},
      [(0.0, 0.6)]),
+    # a lower onset peak within peak_radius_s of a higher one is the same call start
+    ([1, 1, 1, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0.9, 0, 0, 0, 0, 0], {"onset_threshold": 0.5, "peak_radius_s": 0.35},
+     [(0.0, 0.8)]),
     # onset peaks below their threshold never split
     ([1, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0.4, 0, 0, 0], {"onset_threshold": 0.5}, [(0.0, 0.6)]),
     # short events dropped, times clipped to the file
