@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from models import training
 from models.distribute import barrier, check_batch_size, choose_strategy, describe, fit, is_chief, num_workers
+from models.registry import check_task
 from pipeline.config import add_config_arguments, config_from_arguments
 
 
@@ -34,6 +35,11 @@ def main(argv=None) -> int:
                              "inputs only; see pipeline/data_service.py)")
     args = parser.parse_args(argv)
     cfg = config_from_arguments(args)
+    try:
+        check_task(cfg.model.name, cfg.train.task)  # before the data scan, which can take minutes
+    except ValueError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     strategy = choose_strategy()  # before any other TensorFlow call (MultiWorkerMirroredStrategy)
     print(describe(strategy))
     check_batch_size(cfg.pipeline.batch_size, strategy)

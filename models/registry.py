@@ -68,8 +68,14 @@ def fits_task(name: str, task: str) -> bool:
     return (task == "frames") == (name in FRAME_MODELS)
 
 
+def check_known(name: str) -> None:
+    if name not in REGISTRY:
+        raise ValueError(f"model.name: unknown model {name!r} (known: {', '.join(sorted(REGISTRY))})")
+
+
 def check_task(name: str, task: str) -> None:
-    """fits_task, or a ValueError naming the models that fit."""
+    """A known model that fits_task, or a ValueError naming the models that fit."""
+    check_known(name)
     if not fits_task(name, task):
         wanted = "a frame model" if task == "frames" else "a clip model"
         choices = sorted(FRAME_MODELS) if task == "frames" else sorted(set(REGISTRY) - FRAME_MODELS)
@@ -78,8 +84,7 @@ def check_task(name: str, task: str) -> None:
 
 
 def build_backbone(params: ModelConfig, input_shape: tuple, num_outputs: int) -> keras.Model:
-    if params.name not in REGISTRY:
-        raise ValueError(f"model.name: unknown model {params.name!r} (known: {', '.join(sorted(REGISTRY))})")
+    check_known(params.name)
     return REGISTRY[params.name](tuple(input_shape), num_outputs, params)
 
 

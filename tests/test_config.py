@@ -77,6 +77,20 @@ def test_commands_stop_with_code_2_naming_the_key(tmp_path, capsys):
     assert "frontend.fmax_hz" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("model, task", [("crnn", "binary"), ("small_cnn", "frames"), ("no_such_net", "binary")])
+def test_train_refuses_a_model_that_does_not_fit_before_reading_any_data(tmp_path, capsys, model, task):
+    """The data root does not exist: the model check must come first (the scan can take minutes)."""
+    import train
+
+    path = write(tmp_path, f"data:\n  root: {tmp_path / 'absent'}\n  source: annotations\n  annotations: a.csv\n"
+                           f"model:\n  name: {model}\ntrain:\n  task: {task}\n")
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--config", str(path), "--out", str(tmp_path / "run")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "model.name" in err and model in err
+
+
 def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     from pipeline.config import load_config, parse_override
 
