@@ -50,6 +50,7 @@ from pipeline.evaluate import align_truth_files, evaluate, format_report
 from pipeline.events import (ONSET_PEAK_RADIUS_S, Event, count_events, events_from_scores, frame_events, samples,
                              stitch_frames, windows_per_chunk)
 from pipeline.frontend import frontend_output_shape
+from pipeline.scan import sample_problem
 from pipeline.sources import AUDIO_EXTENSIONS
 from pipeline.stream import (SPECTROGRAM_BANDS, SPECTROGRAM_FRAME, BadAudio, Job, audio_info, limit_heap_growth,
                              make_job, window_dataset)
@@ -305,11 +306,7 @@ class FileState:
 
     def problem(self) -> str | None:
         """Why the file, read to the end, is still bad (NaN/Inf samples, silence), or None."""
-        if self.non_finite:
-            return f"corrupt: {self.non_finite} NaN/Inf samples"
-        if self.peak == 0.0:
-            return "silent: every sample is zero"
-        return None
+        return sample_problem(self.non_finite, self.peak)
 
 
 def score_files(detector: Detector, jobs: list[Job], plot: bool, progress: Progress,

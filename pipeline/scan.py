@@ -71,34 +71,52 @@ def _truncation(path: str) -> Optional[str]:
     return None
 
 
+def file_problem(path: Path) -> Optional[str]:
+    """Why a path holds no audio at all (missing, 0 bytes), or None."""
+    if not path.is_file():
+        return "missing: no such file"
+    if path.stat().st_size == 0:
+        return "empty: 0 bytes"
+    return None
+
+
+def limit_problem(rate: int, channels: int, limits: Limits) -> Optional[str]:
+    """Why a file's sample rate or channel count is outside the limits, or None."""
+    if not limits.min_sample_rate_hz <= rate <= limits.max_sample_rate_hz:
+        return f"sample rate {rate} Hz outside {limits.min_sample_rate_hz}..{limits.max_sample_rate_hz} Hz"
+    if channels > limits.max_channels:
+        return f"{channels} channels, more than {limits.max_channels}"
+    return None
+
+
+def sample_problem(non_finite: int, peak: float) -> Optional[str]:
+    """Why a file's decoded samples are unusable (NaN/Inf, all zero), or None."""
+    if non_finite > 0:
+        return f"corrupt: {non_finite} NaN/Inf samples"
+    if peak == 0.0:
+        return "silent: every sample is zero"
+    return None
+
+
 def check_file(path: str, limits: Limits) -> tuple[Optional[dict], Optional[str]]:
     """(info, None) for a usable file, (None, reason) for a bad one."""
-    p = Path(path)
-    if not p.is_file():
-        return None, "missing: no such file"
-    if p.stat().st_size == 0:
-        return None, "empty: 0 bytes"
+    reason = file_problem(Path(path))
+    if reason is not None:
+        return None, reason
     try:
         stats = {k: v.numpy() for k, v in _stats(tf.constant(str(path))).items()}
     except tf.errors.OpError as err:
         return None, "unreadable: " + err.message.strip().splitlines()[0]
     rate, frames, channels = int(stats["rate"]), int(stats["frames"]), int(stats["channels"])
-    truncated = _truncation(str(path))
     duration = frames / rate if rate > 0 else 0.0
-    problems = [
-        (frames == 0, "empty: no samples"),
-        (truncated is not None, truncated),
-        (int(stats["non_finite"]) > 0, f"corrupt: {int(stats['non_finite'])} NaN/Inf samples"),
-        (frames > 0 and float(stats["peak"]) == 0.0, "silent: every sample is zero"),
-        (not limits.min_sample_rate_hz <= rate <= limits.max_sample_rate_hz,
-         f"sample rate {rate} Hz outside {limits.min_sample_rate_hz}..{limits.max_sample_rate_hz} Hz"),
-        (channels > limits.max_channels, f"{channels} channels, more than {limits.max_channels}"),
-        (0 < duration < limits.min_duration_s,
-         f"too short: {duration:.3f} s, below the minimum {limits.min_duration_s} s"),
-    ]
-    for bad, reason in problems:
-        if bad:
-            return None, reason
+    if frames == 0:
+        return None, "empty: no samples"
+    reason = (_truncation(str(path)) or sample_problem(int(stats["non_finite"]), float(stats["peak"]))
+              or limit_problem(rate, channels, limits))
+    if reason is None and duration < limits.min_duration_s:
+        reason = f"too short: {duration:.3f} s, below the minimum {limits.min_duration_s} s"
+    if reason is not None:
+        return None, reason
     return {"file": str(path), "sample_rate_hz": rate, "channels": channels, "frames": frames,
             "duration_s": duration}, None
 

@@ -32,7 +32,7 @@ from pipeline import resample as resample_lib
 from pipeline import tfio_audio
 from pipeline.decode import COMPRESSED_EXTENSIONS, WAV_EXTENSIONS, read_audio_range, to_mono
 from pipeline.events import Chunk, chunk_plan
-from pipeline.scan import Limits
+from pipeline.scan import Limits, file_problem, limit_problem
 from pipeline.wav import parse_wav_header
 
 # Chunks read, resampled and framed at once (tf.data map), and chunks ready ahead of the model.
@@ -132,11 +132,10 @@ def audio_info(path: str, mono: str = "mean", limits: Limits = Limits()) -> Audi
     for files that cannot be streamed: missing, empty, unsupported, unreadable header, truncated
     WAV, rate or channels out of range, or a mono rule naming a channel the file lacks."""
     p = Path(path)
-    if not p.is_file():
-        raise BadAudio("missing: no such file")
+    reason = file_problem(p)
+    if reason is not None:
+        raise BadAudio(reason)
     size = p.stat().st_size
-    if size == 0:
-        raise BadAudio("empty: 0 bytes")
     ext = p.suffix.lower().lstrip(".")
     if ext in WAV_EXTENSIONS:
         info = _wav_info(str(p), size)
@@ -153,11 +152,9 @@ def audio_info(path: str, mono: str = "mean", limits: Limits = Limits()) -> Audi
                        f"(expected one of {', '.join('.' + e for e in WAV_EXTENSIONS + COMPRESSED_EXTENSIONS)})")
     if info.frames == 0:
         raise BadAudio("empty: no samples")
-    if not limits.min_sample_rate_hz <= info.sample_rate_hz <= limits.max_sample_rate_hz:
-        raise BadAudio(f"sample rate {info.sample_rate_hz} Hz outside "
-                       f"{limits.min_sample_rate_hz}..{limits.max_sample_rate_hz} Hz")
-    if info.channels > limits.max_channels:
-        raise BadAudio(f"{info.channels} channels, more than {limits.max_channels}")
+    reason = limit_problem(info.sample_rate_hz, info.channels, limits)
+    if reason is not None:
+        raise BadAudio(reason)
     if mono != "mean" and int(mono) >= info.channels:
         raise BadAudio(f"audio.mono {mono!r} selects channel {mono} but the file has {info.channels} channel(s)")
     return info
