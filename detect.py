@@ -156,6 +156,12 @@ class Detector:
         """Where frame 0's span starts: its centre (as in training) minus half a frame."""
         return float(frame_centres_s(1, self.cfg.frontend, self.sample_rate_hz)[0]) - self.frame_s / 2
 
+    @property
+    def onset_radius_s(self) -> float:
+        """Onset peaks closer than this are one call start: the model was trained to place starts
+        no finer than its onset tolerance."""
+        return max(ONSET_PEAK_RADIUS_S, self.cfg.train.onset_tolerance_s)
+
     # What the rows of trace() stand for: windows, or a frame model's frames.
     @property
     def row_hop_s(self) -> float:
@@ -189,7 +195,8 @@ class Detector:
                 "hop": self.hop, "window_s": self.window_s, "hop_s": self.hop_s, "thresholds": self.thresholds,
                 "min_gap_s": self.min_gap_s, "min_duration_s": self.min_duration_s,
                 "max_event_s": self.max_event_s, "labels": list(self.calls),
-                **({"task": self.task, "onset_threshold": self.onset_threshold} if self.frame_model else {})}
+                **({"task": self.task, "onset_threshold": self.onset_threshold,
+                    "onset_radius_s": self.onset_radius_s} if self.frame_model else {})}
 
     def digest(self) -> str:
         """Changes whenever a file's events could: a finished file with another digest is redone."""
@@ -206,7 +213,7 @@ class Detector:
             events += frame_events(trace[:, column], trace[:, onsets + column], self.frame_s,
                                    self.thresholds[label], self.onset_threshold, label, self.min_gap_s,
                                    self.min_duration_s, duration_s, self.max_event_s, self.frame_offset_s,
-                                   max(ONSET_PEAK_RADIUS_S, self.cfg.train.onset_tolerance_s))
+                                   self.onset_radius_s)
         return sorted(events, key=lambda e: (e.start_s, e.label))
 
 

@@ -63,12 +63,20 @@ def _truncation(path: str) -> Optional[str]:
         declared, offset, block = (int(v) for v in _wav_sizes(tf.constant(head)))
     except tf.errors.OpError:
         return None  # the full decode reports the problem
-    available = size - offset
+    return truncation_problem(declared, size - offset, block)
+
+
+def truncation_problem(declared_bytes: int, available_bytes: int, block_align: int) -> Optional[str]:
+    """Why a WAV data chunk is cut short (it declares more bytes than the file holds), or None."""
+    block = max(block_align, 1)
     # 0xFFFFFFFF: streaming writers that never patched the size; not a truncation.
-    if declared > available + 1 and declared != 0xFFFFFFFF:
-        return (f"truncated: the data chunk declares {declared // max(block, 1)} frames, "
-                f"the file holds {available // max(block, 1)}")
+    if declared_bytes > available_bytes + 1 and declared_bytes != 0xFFFFFFFF:
+        return (f"truncated: the data chunk declares {declared_bytes // block} frames, "
+                f"the file holds {available_bytes // block}")
     return None
+
+
+NO_SAMPLES = "empty: no samples"
 
 
 def file_problem(path: Path) -> Optional[str]:
@@ -108,9 +116,9 @@ def check_file(path: str, limits: Limits) -> tuple[Optional[dict], Optional[str]
     except tf.errors.OpError as err:
         return None, "unreadable: " + err.message.strip().splitlines()[0]
     rate, frames, channels = int(stats["rate"]), int(stats["frames"]), int(stats["channels"])
-    duration = frames / rate if rate > 0 else 0.0
     if frames == 0:
-        return None, "empty: no samples"
+        return None, NO_SAMPLES
+    duration = frames / rate if rate > 0 else 0.0
     reason = (_truncation(str(path)) or sample_problem(int(stats["non_finite"]), float(stats["peak"]))
               or limit_problem(rate, channels, limits))
     if reason is None and duration < limits.min_duration_s:

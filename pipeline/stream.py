@@ -32,7 +32,7 @@ from pipeline import resample as resample_lib
 from pipeline import tfio_audio
 from pipeline.decode import COMPRESSED_EXTENSIONS, WAV_EXTENSIONS, read_audio_range, to_mono
 from pipeline.events import Chunk, chunk_plan
-from pipeline.scan import Limits, file_problem, limit_problem
+from pipeline.scan import NO_SAMPLES, Limits, file_problem, limit_problem, truncation_problem
 from pipeline.wav import parse_wav_header
 
 # Chunks read, resampled and framed at once (tf.data map), and chunks ready ahead of the model.
@@ -113,10 +113,9 @@ def _wav_info(path: str, size: int) -> AudioInfo:
     block = max(header["block_align"], 1)
     available = size - header["data_offset"]
     declared = header["declared_data_bytes"]
-    # 0xFFFFFFFF: streaming writers that never patched the size; not a truncation (as pipeline.scan).
-    if declared > available + 1 and declared != 0xFFFFFFFF:
-        raise BadAudio(f"truncated: the data chunk declares {declared // block} frames, "
-                       f"the file holds {available // block}")
+    reason = truncation_problem(declared, available, block)
+    if reason is not None:
+        raise BadAudio(reason)
     frames = max(min(declared, available), 0) // block
     return AudioInfo(frames, header["sample_rate_hz"], header["channels"])
 
@@ -151,7 +150,7 @@ def audio_info(path: str, mono: str = "mean", limits: Limits = Limits()) -> Audi
         raise BadAudio(f"unsupported audio file extension {p.suffix!r} "
                        f"(expected one of {', '.join('.' + e for e in WAV_EXTENSIONS + COMPRESSED_EXTENSIONS)})")
     if info.frames == 0:
-        raise BadAudio("empty: no samples")
+        raise BadAudio(NO_SAMPLES)
     reason = limit_problem(info.sample_rate_hz, info.channels, limits)
     if reason is not None:
         raise BadAudio(reason)

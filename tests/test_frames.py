@@ -197,7 +197,7 @@ def _spans(events):
     ([1, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 0.9, 0], {"onset_threshold": 0.5, "min_duration_s": 0.2},
      [(0.0, 0.6)]),
     # a lower onset peak within peak_radius_s of a higher one is the same call start
-    ([1, 1, 1, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0.9, 0, 0, 0, 0, 0], {"onset_threshold": 0.5, "peak_radius_s": 0.35},
+    ([1, 1, 1, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0.9, 0, 0, 0, 0, 0], {"onset_threshold": 0.5, "peak_radius_s": 0.3},
      [(0.0, 0.8)]),
     # onset peaks below their threshold never split
     ([1, 1, 1, 1, 1, 1, 0], [1, 0, 0, 0.4, 0, 0, 0], {"onset_threshold": 0.5}, [(0.0, 0.6)]),
@@ -213,6 +213,28 @@ def test_frame_events(presence, onset, kwargs, expected):
                           0.5, label="x", **kwargs)
     np.testing.assert_allclose(np.reshape(_spans(events), (-1, 2)), np.reshape(expected, (-1, 2)), atol=1e-9)
     assert all(e.label == "x" and 0.5 <= e.mean_score <= e.max_score <= 1 for e in events)
+
+
+@pytest.mark.parametrize("tolerance_s, radius_s, calls", [(0.025, 0.05, 2), (0.1, 0.1, 1)])
+def test_detect_keeps_onset_peaks_apart_by_the_trained_tolerance(tmp_path, tolerance_s, radius_s, calls):
+    """One run of frames with onset peaks 80 ms apart: two calls for a model trained with 25 ms
+    onsets (peaks 50 ms apart count), one for a model trained with 100 ms onsets."""
+    import detect
+
+    path = tmp_path / "config.yaml"
+    path.write_text("data: {source: annotations, annotations: a.csv}\nmodel: {name: crnn}\n"
+                    f"train: {{task: frames, onset_tolerance_s: {tolerance_s}}}\n")
+    cfg = load_config(path)
+    (tmp_path / "model.keras").write_bytes(b"")
+    window = cfg.audio.clip_samples
+    detector = detect.Detector(tmp_path, cfg, ("x",), "frames", ("x",), {"x": 0}, {"x": 0.5}, window, window // 2,
+                               0.0, 0.0, None, 0.5)
+    second = round(0.08 / detector.frame_s)
+    trace = np.zeros((100, 2))
+    trace[:, 0] = 1.0
+    trace[0, 1], trace[second, 1] = 1.0, 0.9
+    assert len(detector.events(trace, 100 * detector.frame_s)) == calls
+    assert detector.settings()["onset_radius_s"] == radius_s
 
 
 def test_a_frame_model_trained_on_annotated_recordings_counts_their_calls(tmp_path):
