@@ -171,6 +171,10 @@ class Detector:
     def row_window_s(self) -> float:
         return self.frame_s if self.frame_model else self.window_s
 
+    @property
+    def row_offset_s(self) -> float:
+        return self.frame_offset_s if self.frame_model else 0.0
+
     def trace(self, scores: np.ndarray, duration_s: float) -> np.ndarray:
         """The model's outputs for a file -> one row per window, or per frame for a frame model
         (its windows' frames stitched: pipeline.events.stitch_frames, up to the file's end)."""
@@ -458,7 +462,7 @@ def finish_file(job: Job, detector: Detector, outputs: Outputs, scores: np.ndarr
     write_raven(events_frame(name, events, *band), outputs.file(job.path, ".selections.txt"))
     if outputs.save_scores:
         write_scores(outputs.file(job.path, ".scores.csv"), scores, calls, columns, detector.row_hop_s,
-                     detector.row_window_s, detector.frame_offset_s if detector.frame_model else 0.0)
+                     detector.row_window_s, detector.row_offset_s)
     if spectrogram is not None:
         write_plot(outputs.file(job.path, ".png"), name, spectrogram, scores, calls, columns, detector.thresholds,
                    events, detector.row_hop_s, detector.row_window_s, detector.sample_rate_hz)

@@ -45,8 +45,8 @@ def write_scores(path: Path, scores: np.ndarray, labels: Sequence[str], columns:
                  hop_s: float, window_s: float, offset_s: float = 0.0) -> None:
     """Per-window (or per-frame) scores: start_s, end_s and one column per label; row i starts
     at offset_s + i * hop_s (clipped at 0)."""
-    starts = np.maximum(offset_s + np.arange(len(scores)) * hop_s, 0.0)
-    table = pd.DataFrame({"start_s": starts, "end_s": offset_s + np.arange(len(scores)) * hop_s + window_s})
+    starts = offset_s + np.arange(len(scores)) * hop_s
+    table = pd.DataFrame({"start_s": np.maximum(starts, 0.0), "end_s": starts + window_s})
     for label, column in zip(labels, columns):
         table[label] = scores[:, column]
     write_csv(table, path, float_format="%.5g")
