@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m pipeline.synth --out data/demo --clip-s 1.5 --clips-per-class 80
+	$(PY) -m pipeline.tools.synth --out data/demo --clip-s 1.5 --clips-per-class 80
 	$(PY) train.py --config configs/demo.yaml --out runs/demo
 	$(PY) detect.py --model runs/demo --input data/demo/long --out runs/demo/detect \
 		--truth data/demo/long/truth.csv
@@ -24,5 +24,5 @@ test: install
 	$(PY) -m pytest -q tests
 
 bench: install
-	$(PY) -m pipeline.bench --files '../shared/data/watkins10/*.wav' --sample-rate-hz 16000 \
+	$(PY) -m pipeline.tools.bench_input --files '../shared/data/watkins10/*.wav' --sample-rate-hz 16000 \
 		--clip-s 3 --frontend logmel --n-fft 512 --hop 128 --n-mels 64 --augment

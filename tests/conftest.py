@@ -1,10 +1,11 @@
 """Shared test fixtures: quiet TensorFlow, the shared data folder, small synthetic signals."""
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import pytest
+
+from pipeline.quiet import quiet_tensorflow
+
+quiet_tensorflow()
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.annotations import (ANNOTATION_COLUMNS, AnnotationError, detect_format, read_annotations,
+from pipeline.records.annotations import (ANNOTATION_COLUMNS, AnnotationError, detect_format, read_annotations,
                                   read_audacity, read_csv_annotations, read_raven, validate_annotations,
                                   write_raven)
 

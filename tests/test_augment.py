@@ -1,11 +1,11 @@
-"""Tests for pipeline.augment: exact effects of each stage, seeding, and graph/tf.data use."""
+"""Tests for pipeline.features.augment: exact effects of each stage, seeding, and graph/tf.data use."""
 import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import augment
+from pipeline.features import augment
 from pipeline.config import AugmentConfig
 
 SEED = tf.constant([12, 34], tf.int64)

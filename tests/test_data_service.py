@@ -1,5 +1,5 @@
 """tf.data service on localhost: an in-process dispatcher and two workers run make_dataset's
-pipeline; the `python -m pipeline.data_service` commands start working servers."""
+pipeline; the `python -m pipeline.datasets.service` commands start working servers."""
 import gc
 import os
 import socket
@@ -15,9 +15,10 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from pipeline import data_service
+from pipeline.datasets import service as data_service
 from pipeline.config import from_dict
-from pipeline.dataset import LabelSpec, make_dataset
+from pipeline.datasets.build import make_dataset
+from pipeline.records.labels import LabelSpec
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 8000
@@ -65,7 +66,7 @@ def wav_records(tmp_path_factory):
 
 def rows(batches):
     """Every example of (audio [b, N], targets [b, K]) batches as bytes, sorted: order-free."""
-    examples = np.concatenate([np.concatenate([a.numpy(), y.numpy()], axis=1) for a, y in batches])
+    examples = np.concatenate([np.concatenate([a["audio"].numpy(), y.numpy()], axis=1) for a, y in batches])
     return sorted(row.tobytes() for row in examples)  # [b, N + K] rows
 
 
@@ -74,7 +75,8 @@ def test_evaluation_through_two_workers_gives_the_local_examples(service, wav_re
     dataset = make_dataset(records, labels, config(), training=False)
     local = list(dataset)
     remote = list(data_service.distribute(dataset, service))
-    for audio, targets in remote:
+    for inputs, targets in remote:
+        audio = inputs["audio"]
         assert audio.shape[1:] == (CLIP,) and targets.shape[1:] == (2,) and 1 <= audio.shape[0] <= 4
     assert sum(len(y) for _, y in remote) == len(records)
     assert rows(remote) == rows(local)  # each record once, decoded as locally
@@ -95,6 +97,7 @@ def test_training_stream_through_two_workers(service, wav_records, placement):
             assert x["audio"].shape == (4, CLIP) and x["seed"].shape[-1] == 2  # one [2] seed, or one per example
             assert np.isfinite(x["audio"].numpy()).all()
         else:
+            x = x["features"]
             assert x.shape[0] == 4 and x.shape[-1] == 1 and np.isfinite(x.numpy()).all()
 
 
@@ -117,8 +120,6 @@ def test_addresses_and_unreachable_dispatcher():
         port = s.getsockname()[1]  # closed again below: nothing listens there
     with pytest.raises(ConnectionError, match=f"no dispatcher answers.*--port {port}"):
         data_service.check_reachable(f"localhost:{port}", timeout_s=2)
-    with pytest.raises(ValueError, match="processing_mode"):
-        data_service.distribute(tf.data.Dataset.range(3), f"localhost:{port}", processing_mode="sharded")
 
 
 def test_command_line_servers(tmp_path, wav_records):
@@ -132,7 +133,7 @@ def test_command_line_servers(tmp_path, wav_records):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     commands = [["dispatcher", "--port", ports[0], "--work-dir", tmp_path / "dispatcher"],
                 ["worker", "--dispatcher", f"localhost:{ports[0]}", "--port", ports[1], "--host", "localhost"]]
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.data_service", *map(str, c)], cwd=REPO, env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.datasets.service", *map(str, c)], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for c in commands]
     try:
         deadline = time.monotonic() + 60

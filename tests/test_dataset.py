@@ -6,7 +6,10 @@ import soundfile as sf
 import tensorflow as tf
 
 from pipeline.config import from_dict
-from pipeline.dataset import BatchStage, LabelSpec, crop_offset, load_clip, make_dataset
+from pipeline.datasets.build import make_dataset
+from pipeline.datasets.clips import crop_offset, load_clip
+from pipeline.features.stage import BatchStage
+from pipeline.records.labels import LabelSpec
 
 SR = 16000
 
@@ -104,11 +107,11 @@ def test_placements_give_identical_features(corpus):
     device_cfg = config(pipeline={"placement": "device"})
     on_device = batches(make_dataset(corpus, labels, device_cfg, training=True))
     assert on_device[0][0]["audio"].shape == (3, SR)  # waveforms reach the model's device
-    assert on_cpu[0][0].ndim == 4  # features computed in tf.data
+    assert on_cpu[0][0]["features"].ndim == 4  # features computed in tf.data
     stage = BatchStage(device_cfg.frontend, device_cfg.augment, SR)
-    for (feat, y), (batch, y_dev) in zip(on_cpu, on_device):
+    for (inputs, y), (batch, y_dev) in zip(on_cpu, on_device):
         got, got_y = stage({k: tf.constant(v) for k, v in batch.items()}, tf.constant(y_dev), training=True)
-        np.testing.assert_allclose(got.numpy(), feat, atol=1e-4)
+        np.testing.assert_allclose(got.numpy(), inputs["features"], atol=1e-4)
         np.testing.assert_array_equal(got_y.numpy(), y)
 
 
@@ -118,10 +121,10 @@ def test_same_seed_same_batches_other_seed_differs(corpus):
     first = batches(make_dataset(corpus, labels, cfg, training=True))
     again = batches(make_dataset(corpus, labels, cfg, training=True))
     for a, b in zip(first, again):
-        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[0]["features"], b[0]["features"])
     other = batches(make_dataset(corpus, labels, config(pipeline={"placement": "pipeline", "seed": 6}),
                                  training=True))
-    assert not np.array_equal(first[0][0], other[0][0])
+    assert not np.array_equal(first[0][0]["features"], other[0][0]["features"])
 
 
 def test_evaluation_is_deterministic_and_unaugmented(corpus):
@@ -131,7 +134,7 @@ def test_evaluation_is_deterministic_and_unaugmented(corpus):
     b = batches(make_dataset(corpus, labels, cfg, training=False))
     assert sum(len(x[1]) for x in a) == len(corpus)  # nothing dropped in evaluation
     for x, y in zip(a, b):
-        np.testing.assert_array_equal(x[0], y[0])
+        np.testing.assert_array_equal(x[0]["features"], y[0]["features"])
     np.testing.assert_array_equal(np.concatenate([x[1] for x in a]), labels.encode(list(corpus["label"])))
 
 
@@ -174,7 +177,7 @@ def test_time_shift_moves_the_crop_within_bounds(tmp_path):
 
 
 def test_balanced_sampling_draws_labels_equally(tmp_path):
-    from pipeline.dataset import balanced_records
+    from pipeline.datasets.build import balanced_records
     records = pd.DataFrame({"file": [f"f{i}" for i in range(50)], "start_s": np.nan, "end_s": np.nan,
                             "label": ["rare"] * 5 + ["common"] * 45, "group": [f"g{i}" for i in range(50)]})
     labels = LabelSpec.from_records(records, "multiclass")

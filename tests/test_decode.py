@@ -1,4 +1,4 @@
-"""Known-answer tests for audio decoding in graph (pipeline.wav, pipeline.tfio_audio, pipeline.decode)."""
+"""Known-answer tests for audio decoding in graph (pipeline.audio.wav, pipeline.audio.compressed, pipeline.audio.read)."""
 import struct
 
 import numpy as np
@@ -6,7 +6,10 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from pipeline import decode, tfio_audio, wav
+from pipeline.audio import read as decode
+
+from pipeline.audio import compressed as tfio_audio
+from pipeline.audio import wav
 from tests.wavfiles import _fmt, _riff
 
 # One least significant bit of each WAV subtype as a float in [-1, 1); float32 output keeps ~1e-7.

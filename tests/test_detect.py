@@ -10,12 +10,16 @@ import pytest
 import soundfile as sf
 
 import detect
+from pipeline.detection import run as detection_run
+from pipeline.detection.detector import DetectError, parse_thresholds
+from pipeline.detection.outputs import Outputs
+from pipeline.records.annotations import read_truth_table
 from models.classifier import build_classifier
-from models.registry import build_backbone
-from pipeline import synth
-from pipeline.annotations import read_annotations
+from models.backbones.registry import build_backbone
+from pipeline.tools import synth
+from pipeline.records.annotations import read_annotations
 from pipeline.config import dump_config, load_config
-from pipeline.frontend import frontend_output_shape
+from pipeline.features.frontend import frontend_output_shape
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RATE = 8000
@@ -40,7 +44,7 @@ def trained(tmp_path_factory):
     keras.utils.set_random_seed(1)
     frames, bins = frontend_output_shape(cfg.frontend, RATE, n)
     backbone = build_backbone(cfg.model, (frames, bins, 1), len(LABELS))
-    model = build_classifier(backbone, cfg.frontend, cfg.augment, RATE, n, "multiclass")
+    model = build_classifier(backbone, cfg.frontend, RATE, n, "multiclass", LABELS)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
     model.fit(np.array(clips, np.float32), keras.utils.to_categorical(targets, len(LABELS)), batch_size=32,
               epochs=35, verbose=0)
@@ -104,19 +108,19 @@ def test_bad_files_are_listed_and_the_good_ones_processed(trained, long_dir, tmp
     reasons = {Path(f).name: r for f, r in zip(bad["file"], bad["reason"])}
     assert set(reasons) == {"corrupt.wav", "empty.mp3", "silent.wav"}
     assert reasons["empty.mp3"].startswith("empty") and reasons["silent.wav"].startswith("silent")
-    assert reasons["corrupt.wav"].startswith("unreadable")
+    assert reasons["corrupt.wav"].startswith("not audio")
 
 
 def test_an_interrupted_run_resumes_with_the_files_not_finished(trained, long_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    finish = detect.finish_file
+    finish = detection_run.finish_file
 
     def killed_after_the_first_file(job, *args, **kwargs):
         if Path(job.path).name == "demo_long_2.wav":
             raise KeyboardInterrupt  # the run dies while the second file is being written
         return finish(job, *args, **kwargs)
 
-    monkeypatch.setattr(detect, "finish_file", killed_after_the_first_file)
+    monkeypatch.setattr(detection_run, "finish_file", killed_after_the_first_file)
     with pytest.raises(KeyboardInterrupt):
         run_detect(trained[0], long_dir, out, "--save-scores")
     assert not (out / "counts.csv").exists()  # no table was half written
@@ -124,7 +128,7 @@ def test_an_interrupted_run_resumes_with_the_files_not_finished(trained, long_di
     assert first.is_file() and not (out / "parts" / "demo_long_2.wav.json").exists()
     stamp = first.stat().st_mtime_ns
 
-    monkeypatch.setattr(detect, "finish_file", finish)
+    monkeypatch.setattr(detection_run, "finish_file", finish)
     capsys.readouterr()
     counts, _ = run_detect(trained[0], long_dir, out, "--save-scores")
     assert "1 file(s) already finished" in capsys.readouterr().out
@@ -161,20 +165,20 @@ def test_top_k_ranks_the_labels_of_clip_files(trained, tmp_path):
     (["0.6", "a=0.2"], {"a": 0.2, "b": 0.6}),
 ])
 def test_parse_thresholds(values, expected):
-    assert detect.parse_thresholds(values, 0.5, ["a", "b"]) == expected
+    assert parse_thresholds(values, 0.5, ["a", "b"]) == expected
 
 
 @pytest.mark.parametrize("values", [["c=0.5"], ["a=high"], ["1.5"]])
 def test_parse_thresholds_refuses(values):
-    with pytest.raises(SystemExit):
-        detect.parse_thresholds(values, 0.5, ["a", "b"])
+    with pytest.raises(DetectError):
+        parse_thresholds(values, 0.5, ["a", "b"])
 
 
 def test_output_names_keep_folders_and_tell_twins_apart(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     paths = [str(inputs / n) for n in ("a.wav", "a.mp3", "site/b.flac")]
-    outputs = detect.Outputs(tmp_path / "out", detect.output_names(paths, str(inputs)), plot=False, save_scores=False)
+    outputs = Outputs(tmp_path / "out", detection_run.output_names(paths, str(inputs)), plot=False, save_scores=False)
     assert [outputs.names[p] for p in paths] == ["a.wav", "a.mp3", "site/b.flac"]
     assert [outputs.file(p, ".selections.txt").relative_to(tmp_path / "out").as_posix() for p in paths] == [
         "a.wav.selections.txt", "a.mp3.selections.txt", "site/b.selections.txt"]
@@ -182,11 +186,11 @@ def test_output_names_keep_folders_and_tell_twins_apart(tmp_path):
 
 
 def test_a_selection_table_written_by_detect_reads_back_as_truth(tmp_path):
-    from pipeline.annotations import write_raven
-    from pipeline.detect_outputs import events_frame
-    from pipeline.events import Event
+    from pipeline.records.annotations import write_raven
+    from pipeline.detection.outputs import events_frame
+    from pipeline.detection.events import Event
     path = tmp_path / "rec.selections.txt"
     write_raven(events_frame("rec.wav", [Event("call", 1.0, 2.5, 0.9, 0.7)], 500.0, 8000.0), path)
-    truth = detect.read_truth(str(path))
+    truth = read_truth_table(str(path))
     assert list(truth[["file", "start_s", "end_s", "low_hz", "high_hz", "label"]].itertuples(index=False, name=None)) \
         == [("rec.wav", 1.0, 2.5, 500.0, 8000.0, "call")]

@@ -22,7 +22,7 @@ if __name__ == "__main__":  # run as a worker script
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models.distribute import StrategyPlan, plan_strategy  # noqa: E402
+from models.training.strategy import StrategyPlan, plan_strategy  # noqa: E402
 
 SR = 8000
 TIMEOUT_S = 240  # generous: CI machines may be busy; a hang still ends
@@ -70,7 +70,7 @@ def test_bad_tf_config_is_named(tf_config_text, message):
 def test_default_strategy_description_and_chief():
     import tensorflow as tf
 
-    from models.distribute import check_batch_size, choose_strategy, describe, is_chief
+    from models.training.strategy import check_batch_size, choose_strategy, describe, is_chief
     strategy = choose_strategy({}, gpus=[])
     assert strategy is tf.distribute.get_strategy()
     assert describe(strategy) == "default strategy: 1 replica" and is_chief(strategy)
@@ -80,7 +80,7 @@ def test_default_strategy_description_and_chief():
 def test_class_weights_become_sample_weights():
     import tensorflow as tf
 
-    from models.distribute import _class_weight_fn
+    from models.training.replicas import _class_weight_fn
     add = _class_weight_fn({0: 0.5, 1: 2.0, 2: 1.0})
     _, _, weights = add(tf.zeros([3, 4]), tf.constant([[0, 1, 0], [1, 0, 0], [0, 0, 1]], tf.float32))
     np.testing.assert_allclose(weights.numpy(), [2.0, 0.5, 1.0])
@@ -100,7 +100,7 @@ def local_run(tmp_path_factory):
     iterator over one training dataset draws other seeds, so each run gets its own)."""
     import keras
 
-    from pipeline.dataset import make_dataset
+    from pipeline.datasets.build import make_dataset
     records, labels, cfg, build_model = tiny_run(tmp_path_factory.mktemp("local"))
     val_ds = make_dataset(records[:5], labels, cfg, training=False)  # 2 batches, the last of 1
 
@@ -115,7 +115,7 @@ def test_train_loop_matches_model_fit(local_run):
     import keras
     import tensorflow as tf
 
-    from models.distribute import train_loop
+    from models.training.replicas import train_loop
     runs = []
     class_weight = {0: 0.7, 1: 1.6}
     for train in ("fit", "loop"):
@@ -140,11 +140,11 @@ class Interrupted(Exception):
     pass
 
 
-def test_train_loop_resumes_after_last_finished_epoch(local_run, tmp_path):
+def test_fit_resumes_after_last_finished_epoch(local_run, tmp_path):
     import keras
     import tensorflow as tf
 
-    from models.distribute import train_loop
+    from models.training.fit import fit
     train_ds, val_ds, model = local_run()
     backup = tmp_path / "backup"
 
@@ -154,15 +154,15 @@ def test_train_loop_resumes_after_last_finished_epoch(local_run, tmp_path):
                 raise Interrupted
 
     with pytest.raises(Interrupted):
-        train_loop(model, train_ds, tf.distribute.get_strategy(), epochs=3, steps_per_epoch=2,
-                   callbacks=[StopBeforeThirdEpoch()], verbose=0, backup_dir=backup)
+        fit(model, train_ds, tf.distribute.get_strategy(), epochs=3, steps_per_epoch=2,
+            callbacks=[StopBeforeThirdEpoch()], verbose=0, backup_dir=backup)
     saved = model.get_weights()
     assert [p.name for p in backup.glob("*.index")] == ["ckpt-2.index"]
 
     train_ds, val_ds, model = local_run()  # a restarted process builds everything afresh
-    history = train_loop(model, train_ds, tf.distribute.get_strategy(), epochs=3, steps_per_epoch=2,
-                         validation_data=val_ds, verbose=0, backup_dir=backup,
-                         callbacks=[keras.callbacks.TensorBoard(str(tmp_path / "logs"))])
+    history = fit(model, train_ds, tf.distribute.get_strategy(), epochs=3, steps_per_epoch=2,
+                  validation_data=val_ds, verbose=0, backup_dir=backup,
+                  callbacks=[keras.callbacks.TensorBoard(str(tmp_path / "logs"))])
     assert history.epoch == [2]  # only the epoch left
     assert int(model.optimizer.iterations.numpy()) == 3 * 2  # optimizer state restored too
     assert not any(np.array_equal(a, b) for a, b in zip(saved, model.get_weights()) if a.size > 1)
@@ -276,14 +276,16 @@ def write_corpus(root, n=16, seconds=0.3):
 
 
 def tiny_run(root, augment=True, batch_size=4):
-    """Records, labels, config and a compile function for a tiny small_cnn AudioClassifier."""
+    """Records, labels, config and a compile function for a tiny small_cnn Trainer."""
     import keras
 
+    from models.backbones.registry import build_backbone
     from models.classifier import build_classifier
-    from models.registry import build_backbone
+    from models.training.trainer import Trainer
+    from pipeline.features.stage import BatchStage
     from pipeline.config import from_dict
-    from pipeline.dataset import LabelSpec
-    from pipeline.frontend import frontend_output_shape
+    from pipeline.records.labels import LabelSpec
+    from pipeline.features.frontend import frontend_output_shape
 
     records = write_corpus(root)
     cfg = from_dict({
@@ -299,7 +301,9 @@ def tiny_run(root, augment=True, batch_size=4):
     def build_model():
         frames, bins = frontend_output_shape(cfg.frontend, SR, cfg.audio.clip_samples)
         backbone = build_backbone(cfg.model, (frames, bins, 1), labels.num_outputs)
-        model = build_classifier(backbone, cfg.frontend, cfg.augment, SR, cfg.audio.clip_samples, labels.task)
+        classifier = build_classifier(backbone, cfg.frontend, SR, cfg.audio.clip_samples, labels.task, labels.names)
+        model = Trainer(classifier, BatchStage(cfg.frontend, cfg.augment, SR))
+        model(keras.ops.zeros([1, frames, bins, 1]))
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                       loss=keras.losses.CategoricalCrossentropy(),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
@@ -318,8 +322,9 @@ def mirrored_main(out):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from models.distribute import choose_strategy, describe, fit
-    from pipeline.dataset import make_dataset
+    from models.training.fit import fit
+    from models.training.strategy import choose_strategy, describe
+    from pipeline.datasets.build import make_dataset
 
     out = Path(out)
     # Two logical CPUs stand in for two GPUs.
@@ -345,8 +350,10 @@ def mirrored_main(out):
 def worker_main(out, index):
     import keras
 
-    from models.distribute import choose_strategy, describe, fit, is_chief
-    from pipeline.dataset import make_dataset
+    from models.training.callbacks import BestCheckpoint
+    from models.training.fit import fit
+    from models.training.strategy import choose_strategy, describe, is_chief
+    from pipeline.datasets.build import make_dataset
 
     out, index = Path(out), int(index)
     strategy = choose_strategy()  # first: before TensorFlow runs any op
@@ -357,12 +364,11 @@ def worker_main(out, index):
     with strategy.scope():
         model = build_model()
     name = "" if is_chief(strategy) else f"worker{index}_"  # where the chief-only callbacks would write
-    callbacks = [keras.callbacks.ModelCheckpoint(str(out / f"{name}best.keras"), save_best_only=True),
+    callbacks = [BestCheckpoint(out / f"{name}best.keras", "val_loss"),
                  keras.callbacks.CSVLogger(str(out / f"{name}history.csv")),
-                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
-                 keras.callbacks.BackupAndRestore(str(out / "backup"))]  # becomes the epoch checkpoints
+                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True)]
     history = fit(model, train_ds, strategy, epochs=2, steps_per_epoch=3, validation_data=val_ds,
-                  callbacks=callbacks, verbose=2)
+                  callbacks=callbacks, verbose=2, backup_dir=out / "backup")
     result = {"describe": describe(strategy), "chief": is_chief(strategy), **history_summary(model, history)}
     (out / f"worker{index}.json").write_text(json.dumps(result))
     np.savez(out / f"worker{index}.npz", *model.get_weights())

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.evaluate import align_truth_files, can_match, count_error, evaluate, format_report, match_events
+from pipeline.detection.evaluate import align_truth_files, can_match, count_error, evaluate, format_report, match_events
 
 
 @pytest.mark.parametrize("a, b, min_overlap, expected", [

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from pipeline.events import (Chunk, Event, chunk_plan, count_events, events_from_scores, merge_windows,
-                             num_windows, positive_runs, split_points, windows_per_chunk)
+from pipeline.detection.events import (Event, count_events, events_from_scores, merge_windows, positive_runs,
+                                       split_points)
+from pipeline.detection.plan import Chunk, chunk_plan, num_windows, windows_per_chunk
 
 
 @pytest.mark.parametrize("num_samples, window, hop, expected", [

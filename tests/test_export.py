@@ -1,12 +1,12 @@
-"""pipeline.export writes the examples the pipeline makes, with their metadata."""
+"""pipeline.tools.export writes the examples the pipeline makes, with their metadata."""
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import export
-from pipeline.synth import synthesize
+from pipeline.tools import export
+from pipeline.tools.synth import synthesize
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

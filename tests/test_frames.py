@@ -8,13 +8,14 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from models.registry import build_backbone, check_task
+from models.backbones.registry import build_backbone, check_task
 from pipeline.config import AudioConfig, ConfigError, FrontendConfig, ModelConfig, load_config
-from pipeline.dataset import LabelSpec, frame_targets, frame_times_s, load_clip
-from pipeline.events import frame_events, onset_peaks, stitch_frames
-from pipeline.frontend import frontend_output_shape
-from pipeline.splits import split_records
-from pipeline.windows import frame_records
+from pipeline.datasets.clips import frame_targets, frame_times_s, load_clip
+from pipeline.records.labels import LabelSpec
+from pipeline.detection.events import frame_events, onset_peaks, stitch_frames
+from pipeline.features.frontend import frontend_output_shape
+from pipeline.records.splits import split_records
+from pipeline.records.windows import frame_records
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -76,7 +77,7 @@ def test_load_clip_reports_where_its_crop_starts(tmp_path):
 def test_frame_targets_hold_no_calls_outside_the_record_region(tmp_path):
     """A region shorter than the clip is padded: frames on the padding are negative even where a
     call (reaching outside the region) would cover them. Onsets follow train.onset_tolerance_s."""
-    from pipeline.dataset import make_dataset
+    from pipeline.datasets.build import make_dataset
 
     rate = 8000
     sf.write(tmp_path / "a.wav", np.zeros(3 * rate, np.float32) + 0.01, rate)
@@ -219,7 +220,7 @@ def test_frame_events(presence, onset, kwargs, expected):
 def test_detect_keeps_onset_peaks_apart_by_the_trained_tolerance(tmp_path, tolerance_s, radius_s, calls):
     """One run of frames with onset peaks 80 ms apart: two calls for a model trained with 25 ms
     onsets (peaks 50 ms apart count), one for a model trained with 100 ms onsets."""
-    import detect
+    from pipeline.detection.detector import FrameDetector
 
     path = tmp_path / "config.yaml"
     path.write_text("data: {source: annotations, annotations: a.csv}\nmodel: {name: crnn}\n"
@@ -227,8 +228,8 @@ def test_detect_keeps_onset_peaks_apart_by_the_trained_tolerance(tmp_path, toler
     cfg = load_config(path)
     (tmp_path / "model.keras").write_bytes(b"")
     window = cfg.audio.clip_samples
-    detector = detect.Detector(tmp_path, cfg, ("x",), "frames", ("x",), {"x": 0}, {"x": 0.5}, window, window // 2,
-                               0.0, 0.0, None, 0.5)
+    detector = FrameDetector(tmp_path, cfg, ("x",), "frames", ("x",), {"x": 0}, {"x": 0.5}, window, window // 2,
+                             0.0, 0.0, None, 0.5)
     second = round(0.08 / detector.frame_s)
     trace = np.zeros((100, 2))
     trace[:, 0] = 1.0
@@ -242,7 +243,7 @@ def test_a_frame_model_trained_on_annotated_recordings_counts_their_calls(tmp_pa
     detect.py on a third: the calls are found and counted (calls in a row kept apart)."""
     import detect
     import train
-    from pipeline import synth
+    from pipeline.tools import synth
 
     rate = 8000
     data = synth.synthesize(tmp_path / "demo", seed=5, clips_per_class=1, clip_s=1.5, long_s=60.0,

@@ -17,7 +17,7 @@ import scipy.signal
 import tensorflow as tf
 
 from pipeline.config import FrontendConfig
-from pipeline.frontend import (Frontend, _pcen_smooth, compute_features, frontend_output_shape,
+from pipeline.features.frontend import (Frontend, _pcen_smooth, compute_features, frontend_output_shape,
                                mel_filterbank)
 
 SR = 16000

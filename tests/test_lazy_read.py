@@ -14,7 +14,9 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from pipeline import decode, tfio_audio
+from pipeline.audio import read as decode
+
+from pipeline.audio import compressed as tfio_audio
 from tests.wavfiles import _fmt, _riff
 
 NAN = float("nan")

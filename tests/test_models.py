@@ -7,15 +7,15 @@ import keras
 import numpy as np
 import pytest
 
-from models.registry import FRAME_MODELS, REGISTRY, build_backbone, main, parameter_count
+from models.backbones.registry import FRAME_MODELS, REGISTRY, build_backbone, main, parameter_count
 from pipeline.config import ModelConfig
 
 SMALL_INPUT = (40, 32, 1)  # [frames, bins, 1]
 NUM_OUTPUTS = 3
 # Small knobs keep the whole file fast; the fixed models ignore them.
-SMALL = ModelConfig(width=8, depth=2, kernel_size=3, pooling="max", dropout=0.1)
+SMALL = ModelConfig(width=8, depth=2, kernel_size=3, block_pooling="max", global_pooling="avg", dropout=0.1)
 TUNABLE = ["small_cnn", "resnet", "mobilenet"]
-POOLED = ["resnet", "mobilenet", "efficientnet_b0"]
+POOLED = ["small_cnn", "resnet", "mobilenet", "efficientnet_b0"]
 
 
 def build(name: str, params: ModelConfig = SMALL, input_shape=SMALL_INPUT, num_outputs=NUM_OUTPUTS):
@@ -87,7 +87,7 @@ def test_width_depth_kernel_size_grow_the_model(name, field, value):
 @pytest.mark.parametrize("pooling, layer_type", [("avg", keras.layers.GlobalAveragePooling2D),
                                                  ("max", keras.layers.GlobalMaxPooling2D)])
 def test_pooling_and_dropout_set_the_head(name, pooling, layer_type):
-    model = build(name, dataclasses.replace(SMALL, pooling=pooling, dropout=0.35))
+    model = build(name, dataclasses.replace(SMALL, global_pooling=pooling, dropout=0.35))
     assert type(model.get_layer("global_pool")) is layer_type
     assert model.get_layer("dropout").rate == 0.35
 
@@ -174,5 +174,5 @@ def test_command_without_data_asks_for_num_outputs(tmp_path, capsys):
 @pytest.mark.parametrize("pooling, layer_type", [("avg", keras.layers.AveragePooling2D),
                                                  ("max", keras.layers.MaxPooling2D)])
 def test_small_cnn_pooling_sets_the_block_pooling(pooling, layer_type):
-    model = build("small_cnn", dataclasses.replace(SMALL, pooling=pooling))
+    model = build("small_cnn", dataclasses.replace(SMALL, block_pooling=pooling))
     assert type(model.get_layer("pool0")) is layer_type

@@ -2,8 +2,8 @@
 import pandas as pd
 
 from pipeline.config import from_dict
-from pipeline.records import prepare_records
-from pipeline.synth import synthesize
+from pipeline.records.prepare import prepare_records
+from pipeline.tools.synth import synthesize
 
 
 def test_annotation_source_end_to_end(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import resample as rs
+from pipeline.audio import resample as rs
 
 RATE_OUT = 16000
 # The two paths of the plan: exact ratios with a small `up`, and approximated large ones.

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pipeline.scan import BadFileError, Limits, check_file, scan_files, summarize
+from pipeline.records.scan import BadFileError, Limits, check_file, scan_files, summarize
 
 SR = 8000
 
@@ -24,7 +24,7 @@ def corpus(tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     add("empty.wav", "empty")
     (tmp_path / "garbage.wav").write_bytes(b"this is not audio at all" * 10)
-    add("garbage.wav", "unreadable")
+    add("garbage.wav", "not audio")
     whole = (tmp_path / "good.wav").read_bytes()
     (tmp_path / "truncated.wav").write_bytes(whole[: len(whole) // 2])
     add("truncated.wav", "truncated")

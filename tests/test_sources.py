@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 
 from pipeline.config import load_config
-from pipeline.sources import from_folders, from_glob, from_manifest
-from pipeline.splits import manifest_hash, split_records
+from pipeline.records.sources import from_folders, from_glob, from_manifest
+from pipeline.records.splits import manifest_hash, split_records
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -44,8 +44,12 @@ def test_folder_and_manifest_layouts(tmp_path):
             sf.write(tmp_path / label / f"x{i}.wav", np.zeros(100, np.float32), 8000)
     (tmp_path / "Parsed_Capuchinbird_Clips" / "notes.txt").write_text("not audio")
     records = from_folders(tmp_path)
-    assert records.groupby("label").size().to_dict() == {
+    audio = records[records["file"].str.endswith(".wav")]
+    assert audio.groupby("label").size().to_dict() == {
         "Parsed_Capuchinbird_Clips": 3, "Parsed_Not_Capuchinbird_Clips": 3}
+    # Listed for the file scan to report, not skipped silently.
+    assert list(records.loc[~records["file"].str.endswith(".wav"), "file"]) == [
+        str(tmp_path / "Parsed_Capuchinbird_Clips" / "notes.txt")]
     (tmp_path / "m.csv").write_text("file,label,start_s,end_s\nParsed_Capuchinbird_Clips/x0.wav,call,0.1,0.2\n")
     manifest = from_manifest(tmp_path, "m.csv")
     assert manifest.loc[0, "file"] == str(tmp_path / "Parsed_Capuchinbird_Clips" / "x0.wav")
@@ -54,7 +58,7 @@ def test_folder_and_manifest_layouts(tmp_path):
 
 def test_manifest_column_names_and_label_map_from_config(tmp_path):
     from pipeline.config import ConfigError, from_dict
-    from pipeline.sources import load_records
+    from pipeline.records.sources import load_records
 
     sf.write(tmp_path / "a.wav", np.zeros(100, np.float32), 8000)
     (tmp_path / "m.csv").write_text("path,species\na.wav,helemeted\n")

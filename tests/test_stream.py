@@ -6,10 +6,11 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from pipeline import resample as resample_lib
-from pipeline.decode import read_audio, to_mono
-from pipeline.events import Chunk, num_windows, windows_per_chunk
-from pipeline.stream import AudioInfo, BadAudio, alignment, audio_info, make_job, plan_read, window_dataset
+from pipeline.audio import resample as resample_lib
+from pipeline.audio.read import read_audio, to_mono
+from pipeline.audio.info import AudioInfo, BadAudio, checked_info
+from pipeline.detection.plan import Chunk, alignment, make_job, num_windows, plan_read, windows_per_chunk
+from pipeline.detection.stream import window_dataset
 
 
 def whole_file_windows(path: str, rate_out: int, mono: str, window: int, hop: int) -> np.ndarray:
@@ -31,7 +32,7 @@ def write(path, seconds, rate, channels=1, seed=0, subtype="FLOAT"):
 
 
 def streamed(paths, rate_out, window, hop, chunk_s, mono="mean"):
-    jobs = [make_job(p, audio_info(p, mono), rate_out, window, hop, windows_per_chunk(chunk_s, rate_out, window, hop))
+    jobs = [make_job(p, checked_info(p, mono), rate_out, window, hop, windows_per_chunk(chunk_s, rate_out, window, hop))
             for p in paths]
     out = {j: [] for j in range(len(jobs))}
     for element in window_dataset(jobs, rate_out, mono, window, hop):
@@ -90,24 +91,24 @@ def wav_bytes(declared_frames, actual_frames, rate=8000):
 @pytest.mark.parametrize("name, content, mono, reason", [
     ("missing.wav", None, "mean", "missing"),
     ("empty.wav", b"", "mean", "empty: 0 bytes"),
-    ("notes.txt", b"hello", "mean", "unsupported audio file extension '.txt'"),
-    ("garbage.wav", b"this is not a wav file at all" * 10, "mean", "unreadable"),
-    ("garbage.mp3", b"\x00\x01not an mp3" * 50, "mean", "unreadable"),
-    ("truncated.wav", wav_bytes(8000, 4000), "mean", "truncated: the data chunk declares 8000 frames, the file holds 4000"),
-    ("no_samples.wav", wav_bytes(0, 0), "mean", "empty: no samples"),
-    ("mono.wav", wav_bytes(100, 100), "1", "selects channel 1 but the file has 1 channel"),
+    ("notes.txt", b"hello", "mean", "unsupported: file extension .txt"),
+    ("garbage.wav", b"this is not a wav file at all" * 10, "mean", "not audio: a text file"),
+    ("garbage.mp3", b"\x00\x01not an mp3" * 50, "mean", "not audio: not WAV, MP3, FLAC or Ogg Vorbis"),
+    ("truncated.wav", wav_bytes(8000, 4000), "mean", "truncated: the header declares 8000 frames, the file holds 4000"),
+    ("no_samples.wav", wav_bytes(0, 0), "mean", "empty: the header holds no samples"),
+    ("mono.wav", wav_bytes(100, 100), 1, "selects channel 1 but the file has 1 channel"),
 ])
 def test_bad_files_are_refused_with_a_reason(tmp_path, name, content, mono, reason):
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(BadAudio, match=reason.replace("(", r"\(").replace(")", r"\)")):
-        audio_info(str(path), mono)
+        checked_info(str(path), mono)
 
 
 def test_a_failing_chunk_raises_at_its_element_and_the_stream_goes_on(tmp_path):
     paths = [write(tmp_path / f"{k}.wav", 1.0, 8000, seed=k, subtype="PCM_16") for k in range(3)]
-    jobs = [make_job(p, audio_info(p), 8000, 4000, 2000, 2) for p in paths]
+    jobs = [make_job(p, checked_info(p), 8000, 4000, 2000, 2) for p in paths]
     (tmp_path / "1.wav").unlink()  # vanishes after planning: its chunks fail to read
     got, errors = [], 0
     stream = iter(window_dataset(jobs, 8000, "mean", 4000, 2000))
@@ -123,6 +124,6 @@ def test_chunk_checks_report_silence_and_peak(tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(str(silent), np.zeros(8000, np.float32), 8000)
     loud = write(tmp_path / "loud.wav", 1.0, 8000)
-    jobs = [make_job(str(p), audio_info(str(p)), 8000, 4000, 2000, 8) for p in (silent, loud)]
+    jobs = [make_job(str(p), checked_info(str(p)), 8000, 4000, 2000, 8) for p in (silent, loud)]
     peaks = [float(e["peak"]) for e in window_dataset(jobs, 8000, "mean", 4000, 2000)]
     assert peaks[0] == 0.0 and peaks[1] > 0.1

@@ -1,4 +1,4 @@
-"""Known-answer tests for the synthetic demo data (pipeline.synth)."""
+"""Known-answer tests for the synthetic demo data (pipeline.tools.synth)."""
 import hashlib
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from pipeline import synth
+from pipeline.tools import synth
 
 SR = 16000
 SMALL = dict(clips_per_class=3, long_s=60.0)

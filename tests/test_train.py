@@ -15,8 +15,7 @@ import pytest
 import tensorflow as tf
 
 import train
-from models import training
-from pipeline.synth import synthesize
+from pipeline.tools.synth import synthesize
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "demo.yaml"

@@ -6,7 +6,7 @@ import pandas as pd
 
 import detect
 import train
-from pipeline.synth import synthesize
+from pipeline.tools.synth import synthesize
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

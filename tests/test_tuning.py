@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from models.registry import REGISTRY
+from models.backbones.registry import REGISTRY
 from pipeline.config import ConfigError, load_config
-from pipeline.synth import synthesize
+from pipeline.tools.synth import synthesize
 from tuning import hypermodel, search, space, tuners
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,7 +28,8 @@ PINNED = {
     "model.width": 32,
     "model.depth": 3,
     "model.kernel_size": 3,
-    "model.pooling": "max",
+    "model.block_pooling": "max",
+    "model.global_pooling": "avg",
     "model.dropout": 0.2,
     "frontend.kind": "logmel",
     "frontend.n_fft": 512,
@@ -77,7 +78,7 @@ def attempts(out):
 
 
 def test_names_and_defaults_are_pinned():
-    assert space.defaults() == PINNED
+    assert {p.name: p.default for p in space.SPACE} == PINNED
     assert space.NAMES == tuple(PINNED)
     params, notes = space.resolve(demo())
     assert space.define(keras_tuner.HyperParameters(), params) == PINNED

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.windows import annotation_records, call_regions, gaps
+from pipeline.records.windows import annotation_records, call_regions, gaps
 
 
 @pytest.mark.parametrize("start, end, clip, expected", [

@@ -1,5 +1,5 @@
-"""One trial: the trial's Config from its hyperparameter values, then the model and the datasets
-built from that Config through models.training, exactly as train.py builds them.
+"""One trial: the trial's Config from its hyperparameter values, then the model, the datasets, the
+callbacks and the fit of models.training, exactly as train.py runs them.
 
 Per trial (trial id T): TensorBoard scalars in OUT/logs/T/{train,validation}, the trial's
 hyperparameters and final metrics for the HParams dashboard in OUT/logs/T, and the epoch
@@ -7,6 +7,7 @@ history in OUT/search/trial_T/history.csv.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -17,17 +18,20 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from models import training
+from models.training import compile, setup
+from models.training.fit import fit
+from models.training.run import training_callbacks, with_balance
 from pipeline.config import Config, ConfigError
 from tuning import space
 
-# The metrics compile_model tracks, as fit logs them; final values of each go to HParams.
-METRICS = ("loss", "accuracy", "precision", "recall", "pr_auc")
-LOGGED = METRICS + tuple(f"val_{m}" for m in METRICS)
+# The metrics a trial logs each epoch (compile_model's and the validation scores'); the final
+# values of each go to HParams.
+METRICS = ("loss", "accuracy", "precision", "recall")
+LOGGED = METRICS + tuple(f"val_{m}" for m in METRICS) + ("val_macro_f1", "val_pr_auc")
 
 
 def direction(objective: str) -> str:
-    """'min' for losses, 'max' for every other metric compile_model tracks."""
+    """'min' for losses, 'max' for every other metric a trial logs."""
     if objective not in LOGGED:
         raise ConfigError(f"tune.objective: expected one of {', '.join(LOGGED)}, got {objective!r}")
     return "min" if objective.endswith("loss") else "max"
@@ -37,7 +41,7 @@ class SearchHyperModel(keras_tuner.HyperModel):
     """Builds and trains trials on records prepared once per search (no searched value changes
     which examples there are or their split, only how they are turned into features)."""
 
-    def __init__(self, base: Config, params: tuple[space.Param, ...], data: training.RunData,
+    def __init__(self, base: Config, params: tuple[space.Param, ...], data: setup.RunData,
                  logs_dir: Path):
         super().__init__(name="audio_classifier")
         self.base = base
@@ -53,40 +57,38 @@ class SearchHyperModel(keras_tuner.HyperModel):
     def trial_config(self, hp: keras_tuner.HyperParameters) -> Config:
         """The trial's Config; an impossible combination fails the trial with the reason."""
         try:
-            return space.trial_config(self.base, hp.values)
+            cfg = space.trial_config(self.base, hp.values)
         except ConfigError as err:
             raise keras_tuner.errors.FailedTrialError(f"invalid {err}") from None
+        # A trial's best epoch and early stop follow the search's objective.
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, monitor=self.objective))
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         space.define(hp, self.params)
         cfg = self.trial_config(hp)
-        training.set_precision(cfg)
+        compile.set_precision(cfg)
         keras.utils.set_random_seed(cfg.pipeline.seed)
-        steps = training.steps_per_epoch(cfg, self.data)  # only the cosine schedule reads it
-        return training.build_model(cfg, self.data.labels, total_steps=cfg.train.epochs * steps)
+        steps = setup.steps_per_epoch(cfg, self.data)  # the schedules read it
+        return compile.build_model(cfg, self.data.labels, cfg.train.epochs * steps, steps)
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, trial_id: str, trial_dir: str,
             callbacks=(), initial_epoch: int = 0, start_from: Optional[str] = None, verbose=2) -> dict[str, float]:
         """Trains one trial to its train.epochs; returns the metrics of its best epoch by the
         objective. `callbacks` are KerasTuner's (best-epoch checkpoint). Hyperband's later rounds
         continue an earlier trial: its weights `start_from`, from `initial_epoch`."""
-        cfg = self.trial_config(hp)
-        sets = training.make_datasets(cfg, self.data)
+        cfg = with_balance(self.trial_config(hp), self.data)
+        sets = setup.make_datasets(cfg, self.data)
         if start_from:
             model.optimizer.build(model.trainable_variables)  # so its state is restored too
             model.load_weights(start_from)
         logdir = self.logs_dir / trial_id
         shutil.rmtree(logdir, ignore_errors=True)  # a trial retried after a kill starts its logs afresh
-        own = [
-            keras.callbacks.EarlyStopping(monitor=self.objective, mode=self.direction,
-                                          patience=cfg.train.early_stopping_patience, restore_best_weights=True),
-            keras.callbacks.TensorBoard(str(logdir)),
-            keras.callbacks.CSVLogger(str(Path(trial_dir) / "history.csv")),
-        ]
-        history = model.fit(sets.train, validation_data=sets.val, epochs=cfg.train.epochs,
-                            initial_epoch=initial_epoch, steps_per_epoch=sets.steps_per_epoch,
-                            callbacks=[*own, *callbacks], class_weight=training.class_weights(cfg, self.data),
-                            verbose=verbose)
+        own = [*training_callbacks(cfg, sets, self.data, run_dir=None),
+               keras.callbacks.TensorBoard(str(logdir)),
+               keras.callbacks.CSVLogger(str(Path(trial_dir) / "history.csv"))]
+        history = fit(model, sets.train, model.distribute_strategy, epochs=cfg.train.epochs,
+                      steps_per_epoch=sets.steps_per_epoch, validation_data=sets.val, callbacks=[*own, *callbacks],
+                      initial_epoch=initial_epoch, verbose=verbose, class_weight=setup.class_weights(cfg, self.data))
         metrics = best_epoch(history.history, self.objective, self.direction)
         write_trial_hparams(logdir, hp.values, metrics, trial_id)
         return metrics

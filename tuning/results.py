@@ -12,7 +12,8 @@ from typing import Optional
 import keras
 import pandas as pd
 
-from models import training
+from models.training import artifacts, setup
+from pipeline.atomic import write_csv, write_json
 from pipeline.config import Config, ConfigError, dump_config
 from tuning import space
 from tuning.tuners import read_attempts
@@ -31,7 +32,7 @@ def trials_table(trials: list, project_dir: Path, direction: str) -> pd.DataFram
     for trial in trials:
         trial_dir = project_dir / f"trial_{trial.trial_id}"
         attempts = read_attempts(trial_dir)
-        history = training.read_history(trial_dir)
+        history = artifacts.read_history(trial_dir)
         metrics = {name: trial.metrics.get_last_value(name) for name in trial.metrics.metrics}
         row = dict(zip(COLUMNS, (trial.trial_id, trial.status,
                                  trial.score if trial.score is not None else math.nan,
@@ -60,10 +61,7 @@ def best_trial(trials: list, direction: str):
 
 def write_tables(trials: list, base: Config, out: Path, project_dir: Path, direction: str):
     """trials.csv and best_config.yaml (cheap: after every trial). Returns the best trial."""
-    table = trials_table(trials, project_dir, direction)
-    tmp = out / "trials.csv.tmp"
-    table.to_csv(tmp, index=False)
-    tmp.replace(out / "trials.csv")
+    write_csv(trials_table(trials, project_dir, direction), out / "trials.csv")
     best = best_trial(trials, direction)
     if best is not None:
         cfg = space.trial_config(base, best.hyperparameters.values)
@@ -71,9 +69,9 @@ def write_tables(trials: list, base: Config, out: Path, project_dir: Path, direc
     return best
 
 
-def export_best(tuner, trial, base: Config, data: training.RunData, out: Path) -> Optional[dict]:
+def export_best(tuner, trial, base: Config, data: setup.RunData, out: Path) -> Optional[dict]:
     """best/ for the best trial: its best-epoch weights, scored and exported by
-    training.finish_run exactly as train.py does. Skipped when best/ already holds this trial."""
+    models.training.artifacts.finish_run exactly as train.py does. Skipped when best/ already holds this trial."""
     best_dir = out / "best"
     stamp = best_dir / "tuning.json"
     if stamp.exists() and json.loads(stamp.read_text()).get("trial_id") == trial.trial_id:
@@ -85,7 +83,7 @@ def export_best(tuner, trial, base: Config, data: training.RunData, out: Path) -
     except ConfigError as err:
         raise SystemExit(f"best trial {trial.trial_id}: {err}") from None
     dump_config(cfg, best_dir / "config.yaml")
-    training.write_labels(data.labels, best_dir)
+    setup.write_labels(data.labels, best_dir)
     for name in RUN_FILES:
         if (out / name).exists():
             shutil.copy2(out / name, best_dir / name)
@@ -96,11 +94,10 @@ def export_best(tuner, trial, base: Config, data: training.RunData, out: Path) -
     model = tuner.hypermodel.build(trial.hyperparameters)
     model.optimizer.build(model.trainable_variables)  # the checkpoint holds the optimizer's state too
     model.load_weights(tuner.checkpoint_path(trial.trial_id))  # the trial's best-epoch weights
-    model.save(best_dir / "model.keras")
-    sets = training.make_datasets(cfg, data)
+    model.classifier.save(best_dir / "model.keras")
+    sets = setup.make_datasets(cfg, data)
     train_s = sum(a.get("seconds", 0.0) for a in read_attempts(trial_dir))
-    metrics = training.finish_run(model, cfg, data, sets, best_dir, train_s)
-    stamp.write_text(json.dumps({"trial_id": trial.trial_id, "objective": base.tune.objective,
-                                 "score": trial.score, "exported": time.strftime("%Y-%m-%dT%H:%M:%S")},
-                                indent=2))
+    metrics = artifacts.finish_run(model.classifier, cfg, data, sets, best_dir, train_s)
+    write_json({"trial_id": trial.trial_id, "objective": base.tune.objective, "score": trial.score,
+                "exported": time.strftime("%Y-%m-%dT%H:%M:%S")}, stamp)
     return metrics

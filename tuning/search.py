@@ -23,13 +23,16 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pipeline.quiet import quiet_tensorflow
+
+quiet_tensorflow()
 
 import keras
 import tensorflow as tf
 import yaml
 
-from models import training
+from models.training import setup
+from models.training.evaluation import summary_table
 from pipeline.config import (Config, ConfigError, add_config_arguments, config_from_arguments, load_config,
                              to_dict)
 from tuning import hypermodel, results, space, tuners
@@ -59,7 +62,7 @@ def check_resumable(cfg: Config, out: Path) -> None:
                                   f"{' and '.join(RESUMABLE_CHANGES)} may change) or use a new --out")
 
 
-def write_results(tuner, cfg: Config, data: training.RunData, out: Path, direction: str, export: bool) -> None:
+def write_results(tuner, cfg: Config, data: setup.RunData, out: Path, direction: str, export: bool) -> None:
     trials = list(tuner.oracle.trials.values())
     best = results.write_tables(trials, cfg, out, Path(tuner.project_dir), direction)
     if best is None or not export:
@@ -67,7 +70,7 @@ def write_results(tuner, cfg: Config, data: training.RunData, out: Path, directi
     metrics = results.export_best(tuner, best, cfg, data, out)
     if metrics is not None:
         print(f"best trial {best.trial_id} ({cfg.tune.objective} {best.score:.4g}), exported to {out / 'best'}:")
-        print(training.summary_table(metrics))
+        print(summary_table(metrics))
 
 
 def summary(out: Path, rows: int = 10) -> str:
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
     if cfg.pipeline.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    data = training.prepare_run(cfg, out if role != "worker" else out / "workers" / tuners.tuner_id())
+    data = setup.prepare_run(cfg, out if role != "worker" else out / "workers" / tuners.tuner_id())
     print(f"{role if role == 'single' else role + ' ' + tuners.tuner_id()}: {cfg.tune.tuner} search of "
           f"{cfg.tune.objective} ({direction}), at most {cfg.tune.max_trials} trials"
           + (f" or {cfg.tune.max_hours:g} h" if deadline else "") + ", space:")

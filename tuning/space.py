@@ -37,7 +37,7 @@ class Param:
 
 
 # The compact model families searched by default, in order of preference; those in
-# models.registry.REGISTRY at run time are used.
+# models.backbones.registry.REGISTRY at run time are used.
 COMPACT_MODELS = ("small_cnn", "resnet", "mobilenet")
 
 SPACE: tuple[Param, ...] = (
@@ -46,7 +46,8 @@ SPACE: tuple[Param, ...] = (
     Param("model.width", "choice", 32, (8, 16, 32, 64)),
     Param("model.depth", "int", 3, min_value=2, max_value=5),
     Param("model.kernel_size", "choice", 3, (3, 5, 7)),
-    Param("model.pooling", "choice", "max", ("max", "avg")),
+    Param("model.block_pooling", "choice", "max", ("max", "avg")),
+    Param("model.global_pooling", "choice", "avg", ("avg", "max")),
     Param("model.dropout", "choice", 0.2, (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)),
     # Frontend
     Param("frontend.kind", "choice", "logmel", ("logmel", "pcen", "linear")),
@@ -155,7 +156,7 @@ def _families(param: Param, registry: dict, where: Optional[str], task: str) -> 
     """model.name: by default (where is None) the compact families the registry has (its frame
     models for train.task "frames"); families named in the config (at `where`) must exist."""
     if where is None:
-        from models.registry import FRAME_MODELS
+        from models.backbones.registry import FRAME_MODELS
         defaults = tuple(sorted(FRAME_MODELS)) if task == "frames" else param.values
         present = tuple(v for v in defaults if v in registry)
         if not present:
@@ -175,7 +176,7 @@ def _prune(param: Param, base: Config, notes: list[str]) -> Param:
         clip = base.audio.clip_samples
         ok, why = (lambda v: v <= clip), f"longer than the clip ({clip} samples)"
     elif param.name == "model.name":
-        from models.registry import fits_task
+        from models.backbones.registry import fits_task
         task = base.train.task
         ok, why = ((lambda v: fits_task(v, task)),
                    f"not a {'frame' if task == 'frames' else 'clip'} model (train.task {task!r})")
@@ -203,7 +204,7 @@ def resolve(base: Config, registry: Optional[dict] = None) -> tuple[tuple[Param,
 
     Returns the params and notes on what was dropped. Raises ConfigError naming the key."""
     if registry is None:
-        from models.registry import REGISTRY as registry
+        from models.backbones.registry import REGISTRY as registry
     fixed, narrowed = dict(base.tune.fixed), dict(base.tune.space)
     for key in fixed:
         section = key[:-2] if key.endswith(".*") else None
@@ -258,10 +259,6 @@ def define(hp, params: tuple[Param, ...]) -> dict[str, Any]:
             values[p.name] = hp.Float(p.name, p.min_value, p.max_value, sampling="log" if p.log else "linear",
                                       default=p.default)
     return values
-
-
-def defaults(params: tuple[Param, ...] = SPACE) -> dict[str, Any]:
-    return {p.name: p.default for p in params}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
 
+from pipeline.atomic import write_json
 from pipeline.config import Config
 
 PROJECT = "search"
@@ -126,10 +127,7 @@ def read_attempts(trial_dir: str | Path) -> list[dict]:
 
 
 def _write_attempts(trial_dir: str | Path, attempts: list[dict]) -> None:
-    path = Path(trial_dir) / "attempts.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(attempts, indent=1))
-    tmp.replace(path)
+    write_json(attempts, Path(trial_dir) / "attempts.json")
 
 
 def role() -> str:

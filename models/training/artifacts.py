@@ -1,0 +1,90 @@
+"""What a finished run leaves for people and other programs: metrics.json, the classification
+report, the confusion matrix and training curves, and export/ (a SavedModel on raw waveforms that
+carries its class names and audio settings)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import pandas as pd
+import tensorflow as tf
+
+from models.classifier import AudioClassifier
+from models.training import reports
+from models.training.evaluation import classification_metrics, decisions, inference_ms_per_example, predict_scores
+from models.training.setup import Datasets, RunData
+from models.training.trainer import Trainer
+from pipeline.atomic import write_json, write_text
+from pipeline.config import Config
+from pipeline.features.stage import BatchStage
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    """history.csv with one row per finished epoch (a resumed run may have rewritten some)."""
+    path = run_dir / "history.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    history = pd.read_csv(path)
+    history = history[pd.to_numeric(history["epoch"], errors="coerce").notna()]
+    history = history.astype(float).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    return history.astype({"epoch": int}).reset_index(drop=True)
+
+
+def metadata(model: AudioClassifier) -> dict:
+    """What a user of the model needs besides the model: its outputs and its input."""
+    return {"class_names": list(model.class_names), "task": model.task, "sample_rate_hz": model.sample_rate_hz,
+            "clip_samples": model.clip_samples, "frontend": model.frontend_config}
+
+
+def export_savedmodel(model: AudioClassifier, path: Path) -> None:
+    """SavedModel whose `serve` signature takes mono waveforms [batch, clip_samples] at the trained
+    rate (float32, -1..1) and returns {"scores": [batch, outputs]} (the frontend is inside), and
+    whose `metadata` signature returns the class names, task, sample rate and clip length (also
+    in assets/metadata.json)."""
+    info = metadata(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda waveform: {"scores": model(waveform, training=False)},
+        input_signature=[tf.TensorSpec([None, model.clip_samples], tf.float32, name="waveform")],
+    )
+    archive.add_endpoint(name="metadata", fn=tf.function(
+        lambda: {"class_names": tf.constant(info["class_names"], tf.string), "task": tf.constant(info["task"]),
+                 "sample_rate_hz": tf.constant(info["sample_rate_hz"], tf.int64),
+                 "clip_samples": tf.constant(info["clip_samples"], tf.int64)}, input_signature=[]))
+    archive.write_out(str(path), verbose=False)
+    write_json(info, Path(path) / "assets" / "metadata.json")
+
+
+def finish_run(model: AudioClassifier, cfg: Config, data: RunData, sets: Datasets, run_dir: Path,
+               train_s: float) -> dict:
+    """Scores the evaluation split with `model` (the best epoch's) and writes metrics.json,
+    classification_report.txt, confusion_matrix.png, training_curves.png and export/."""
+    split = data.eval_split
+    scorer = Trainer(model, BatchStage(cfg.frontend, cfg.augment, cfg.audio.sample_rate_hz))
+    scores, targets = predict_scores(scorer, sets.test if split == "test" else sets.val)
+    metrics, report = classification_metrics(scores, targets, data.labels)
+    metrics = {
+        "split": split,
+        **metrics,
+        "model": cfg.model.name,
+        "parameters": int(model.backbone.count_params()),
+        "train_seconds": round(train_s, 1),
+        "inference_ms_per_example": round(inference_ms_per_example(model, cfg.audio.clip_samples), 3),
+        "manifest_sha256": data.digest,
+    }
+    write_json(metrics, run_dir / "metrics.json")
+    write_text(run_dir / "classification_report.txt", report)
+    scores, targets, labels = data.labels.per_output(scores, targets)
+    if labels.task != "multilabel":
+        y_true, y_pred = decisions(scores, targets, labels.task)
+        matrix = reports.confusion_matrix(y_true, y_pred, len(labels.names))
+        png = reports.confusion_matrix_png(matrix, list(labels.names), f"{split} split, {len(targets)} examples")
+        (run_dir / "confusion_matrix.png").write_bytes(png)
+    history = read_history(run_dir)
+    if len(history):
+        (run_dir / "training_curves.png").write_bytes(reports.training_curves_png(history))
+    export_savedmodel(model, run_dir / "export")
+    return metrics
+

@@ -1,0 +1,164 @@
+"""The tf.data input pipeline: record table -> batches, nothing precomputed.
+
+Per example (parallel map, CPU):  read -> decode -> mono -> crop (in output samples) -> rate
+                                  (pipeline.datasets.clips)
+Per batch (pipeline.features.stage.BatchStage): [waveform augmentation] -> frontend -> [masks]
+
+Every element is (inputs, targets) with `inputs` a dict of one of two layouts:
+  {"audio": [B, N], "seed": [2], "noise"?: [B, N]}   placement "device": waveforms; the trainer
+      runs the BatchStage on its device (the GPU when there is one); "seed" and "noise" only in
+      training
+  {"features": [B, frames, bins, 1]}                  placement "pipeline": the BatchStage ran here
+and targets [B, K], or [B, frames, 2K] for task "frames".
+"""
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from pipeline.audio.formats import is_wav_path
+from pipeline.config import Config
+from pipeline.datasets.clips import frame_targets, frame_times_s, load_clip
+from pipeline.features.frontend import frontend_output_shape
+from pipeline.features.stage import BatchStage
+from pipeline.records.labels import LabelSpec
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _seed_stream(seed: int) -> tf.data.Dataset:
+    """Per-element stateless seeds [2]: reproducible for a seed, different in every epoch."""
+    return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+
+def event_arrays(records: pd.DataFrame, labels: LabelSpec) -> np.ndarray:
+    """The records' `events` JSON -> float64 [records, most calls, 3] (start_s, end_s, label
+    index), padded with label -1."""
+    index = {name: i for i, name in enumerate(labels.names)}
+    parsed = [json.loads(text) for text in records["events"]]
+    out = np.zeros((len(parsed), max([1, *map(len, parsed)]), 3), np.float64)
+    out[:, :, 2] = -1
+    for row, calls in enumerate(parsed):
+        for col, (start, end, label) in enumerate(calls):
+            out[row, col] = (start, end, index.get(label, -1))
+    return out
+
+
+def _records_dataset(records: pd.DataFrame, labels: LabelSpec) -> tf.data.Dataset:
+    columns = {
+        "file": records["file"].astype(str).to_numpy(),
+        "start_s": records["start_s"].astype(np.float64).to_numpy(),
+        "end_s": records["end_s"].astype(np.float64).to_numpy(),
+    }
+    if labels.task == "frames":
+        columns["events"] = event_arrays(records, labels)
+    else:
+        columns["target"] = labels.encode(list(records["label"]))
+    return tf.data.Dataset.from_tensor_slices(columns)
+
+
+def known_rates(records: pd.DataFrame) -> tuple[int, ...]:
+    """Input sample rates of the records, when the file scan recorded them."""
+    if "sample_rate_hz" not in records:
+        return ()
+    return tuple(sorted({int(r) for r in records["sample_rate_hz"].dropna()}))
+
+
+def needs_compressed(files: Sequence[str]) -> bool:
+    """Whether any file needs the MP3/FLAC/Ogg readers (otherwise graphs are built WAV-only)."""
+    return not all(is_wav_path(f) for f in files)
+
+
+def noise_dataset(files: Sequence[str], cfg: Config) -> tf.data.Dataset:
+    """Endless stream of background clips (random crops of non-call audio) for noise mixing."""
+    compressed = needs_compressed(files)
+    ds = tf.data.Dataset.from_tensor_slices(np.array(files, dtype=str)).repeat()
+    ds = ds.shuffle(max(len(files), 1), seed=cfg.pipeline.seed + 7, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, _seed_stream(cfg.pipeline.seed + 11)))
+    nan = tf.constant(np.nan, tf.float64)
+    return ds.map(lambda f, s: load_clip(f, nan, nan, cfg.audio, True, s, compressed=compressed),
+                  num_parallel_calls=AUTOTUNE, deterministic=cfg.pipeline.deterministic)
+
+
+def balanced_records(records: pd.DataFrame, labels: LabelSpec, seed: int) -> tf.data.Dataset:
+    """Endless record stream drawing every label equally often (tf.data resampling)."""
+    parts = [_records_dataset(part, labels).repeat().shuffle(max(len(part), 1), seed=seed + i)
+             for i, (_, part) in enumerate(records.groupby("label", sort=True))]
+    return tf.data.Dataset.sample_from_datasets(parts, seed=seed, rerandomize_each_iteration=True)
+
+
+def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training: bool,
+                 noise_files: Sequence[str] = (), repeat: bool = False) -> tf.data.Dataset:
+    """Batches for training (shuffled, random crops, augmentation) or evaluation (fixed order);
+    elements as in the module docstring. `repeat`: endless (training reads steps_per_epoch
+    batches per epoch from one iterator)."""
+    p = cfg.pipeline
+    compressed = needs_compressed(list(records["file"]))
+    if training and cfg.train.balance == "sample":
+        # Endless; one epoch is still len(records) examples.
+        ds = balanced_records(records, labels, p.seed).take(len(records))
+    else:
+        ds = _records_dataset(records, labels)
+        if training and p.shuffle_buffer > 0:
+            ds = ds.shuffle(min(p.shuffle_buffer, len(records)), seed=p.seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = tf.data.Dataset.zip((ds, _seed_stream(p.seed)))
+
+    shift_s = cfg.augment.time_shift_max_s if cfg.augment.enabled else 0.0
+    rates = known_rates(records)
+
+    num_frames = frontend_output_shape(cfg.frontend, cfg.audio.sample_rate_hz, cfg.audio.clip_samples)[0]
+
+    def per_example(rec, seed):
+        if labels.task != "frames":
+            clip = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
+                             rates, compressed)
+            return clip, rec["target"]
+        clip, start = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
+                                rates, compressed, with_start=True)
+        times = frame_times_s(start, num_frames, cfg.frontend, cfg.audio.sample_rate_hz)  # [frames]
+        targets = frame_targets(rec["events"], times, len(labels.names),
+                                cfg.train.onset_tolerance_s)  # [frames, 2K]
+        # Frames outside the region (padding, or audio the record does not cover) hold no calls.
+        inside = (times >= rec["start_s"]) & (times < rec["end_s"])  # [frames]
+        return clip, targets * tf.cast(inside, tf.float32)[:, None]
+
+    ds = ds.map(per_example, num_parallel_calls=AUTOTUNE, deterministic=p.deterministic)
+    if p.cache and not training:
+        ds = ds.cache()
+    ds = ds.batch(p.batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE,
+                  deterministic=p.deterministic)
+    stage = BatchStage(cfg.frontend, cfg.augment, cfg.audio.sample_rate_hz)
+    if training:
+        parts = [ds, _seed_stream(p.seed + 1)]
+        use_noise = cfg.augment.enabled and cfg.augment.noise_prob > 0 and len(noise_files) > 0
+        if use_noise:
+            parts.append(noise_dataset(noise_files, cfg).batch(p.batch_size))
+
+        def pack(batch, seed, noise=None):
+            waves, targets = batch
+            inputs = {"audio": waves, "seed": seed}
+            if noise is not None:
+                inputs["noise"] = noise
+            return inputs, targets
+
+        ds = tf.data.Dataset.zip(tuple(parts)).map(lambda *xs: pack(*xs))
+    else:
+        ds = ds.map(lambda waves, targets: ({"audio": waves}, targets))
+    if p.placement == "pipeline":
+        ds = ds.map(lambda inputs, y: _features(stage, inputs, y, training), num_parallel_calls=AUTOTUNE,
+                    deterministic=p.deterministic)
+    options = tf.data.Options()
+    options.deterministic = p.deterministic
+    options.experimental_optimization.map_parallelization = True
+    return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def _features(stage: BatchStage, inputs: dict, targets: tf.Tensor, training: bool):
+    features, targets = stage(inputs, targets, training=training)
+    return {"features": features}, targets

@@ -1,0 +1,110 @@
+"""One training example from a record: the clip's samples at the model rate, and for frame
+targets the calls it holds, frame by frame (pipeline.datasets.build maps these per record)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.audio.region import read_mono
+from pipeline.audio.resample import resample, resample_segment, resampled_length
+from pipeline.config import AudioConfig, FrontendConfig
+
+
+def crop_offset(region_samples: tf.Tensor, clip_samples: int, audio: AudioConfig,
+                training: bool, seed: Optional[tf.Tensor]) -> tf.Tensor:
+    """First output sample of the clip within a region of `region_samples` output samples.
+
+    Longer regions: a random start when training, the centred one otherwise. Shorter regions
+    give a negative offset (the clip starts before the audio: zero padding in front) placed by
+    `audio.pad_position`; "random" placement falls back to centred outside training.
+    """
+    region = tf.cast(region_samples, tf.int64)
+    slack = region - clip_samples  # >= 0: audio to spare; < 0: padding needed
+    spare = tf.abs(slack)
+    centred = tf.where(slack >= 0, spare // 2, -(spare // 2))
+    if not (training and seed is not None):
+        drawn_offset = centred
+    else:
+        u = tf.random.stateless_uniform([], seed, dtype=tf.float64)
+        drawn = tf.cast(tf.floor(u * tf.cast(spare + 1, tf.float64)), tf.int64)
+        drawn_offset = tf.where(slack >= 0, drawn, -drawn)
+    if audio.pad_position == "start":
+        shorter = tf.zeros([], tf.int64)
+    elif audio.pad_position == "random":
+        shorter = drawn_offset
+    else:
+        shorter = centred
+    return tf.where(slack >= 0, drawn_offset, shorter)
+
+
+def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: AudioConfig,
+              training: bool, seed: Optional[tf.Tensor] = None, shift_max_s: float = 0.0,
+              rates: Sequence[int] = (), compressed: bool = True, with_start: bool = False):
+    """One record -> float32 [clip_samples] mono at audio.sample_rate_hz (with `with_start`:
+    (clip, the clip's first sample in seconds of file time, float64), for frame targets).
+
+    Only the region [start_s, end_s) (NaN = whole file) is read and decoded (seek in WAV,
+    tensorflow-io's seeking readers for compressed files), and only the clip's output samples
+    are resampled, so a window of a long recording costs no more than the window. In
+    training, `shift_max_s` moves the crop by up to that much either way (time-shift
+    augmentation; audio beyond the region's ends reads as zeros). `rates`: the input rates
+    expected (from the file scan), whose resampling filters are then built once per graph.
+    `compressed=False`: WAV files only (see pipeline.audio.read.read_audio).
+    """
+    rate_out = audio.sample_rate_hz
+    clip = audio.clip_samples
+    source = read_mono(path, start_s, end_s, audio.mono, compressed)
+    region, rate_in, first = source.samples, source.rate, source.first  # region: [region_frames]
+    region_out = resampled_length(tf.shape(region, out_type=tf.int64)[0], rate_in, rate_out)
+    offset = crop_offset(region_out, clip, audio, training, seed)
+    shift = int(round(shift_max_s * rate_out))
+    if training and seed is not None and shift > 0:
+        shift_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+        offset += tf.random.stateless_uniform([], shift_seed, minval=-shift, maxval=shift + 1,
+                                              dtype=tf.int64)
+    if audio.pad_mode == "repeat":
+        def tiled():
+            y = resample(region, rate_in, rate_out, rates)  # [region_out]
+            reps = clip // tf.maximum(tf.shape(y)[0], 1) + 1
+            return tf.tile(y, [reps])[:clip]
+        out = tf.cond(tf.logical_and(region_out < clip, region_out > 0), tiled,
+                      lambda: resample_segment(region, rate_in, rate_out, offset, clip, rates))
+    else:
+        out = resample_segment(region, rate_in, rate_out, offset, clip, rates)
+    out = tf.ensure_shape(out, [clip])  # [clip_samples]
+    if not with_start:
+        return out
+    start = (tf.cast(first, tf.float64) / tf.cast(rate_in, tf.float64)
+             + tf.cast(offset, tf.float64) / float(rate_out))
+    return out, start
+
+
+def frame_times_s(clip_start_s: tf.Tensor, num_frames: int, frontend: FrontendConfig,
+                  sample_rate_hz: int) -> tf.Tensor:
+    """File times (float64 [num_frames]) of the centres of a clip's frontend frames."""
+    return tf.cast(clip_start_s, tf.float64) + tf.constant(frame_centres_s(num_frames, frontend, sample_rate_hz))
+
+
+def frame_centres_s(num_frames: int, frontend: FrontendConfig, sample_rate_hz: int) -> np.ndarray:
+    """Centres (float64 [num_frames], seconds) of the frontend's frames from the signal start."""
+    centre = 0.0 if frontend.center else frontend.frame_length_samples(sample_rate_hz) / 2.0
+    return (np.arange(num_frames) * frontend.hop_length_samples(sample_rate_hz) + centre) / sample_rate_hz
+
+
+def frame_targets(events: tf.Tensor, times_s: tf.Tensor, num_labels: int, onset_tolerance_s: float) -> tf.Tensor:
+    """Calls -> float32 frame targets [frames, 2 * num_labels].
+
+    events: float64 [calls, 3] rows (start_s, end_s, label index), label -1 for padding;
+    times_s: float64 [frames], the frames' centres. Column k is 1 where a label-k call covers
+    the frame, column num_labels + k where a label-k call starts within onset_tolerance_s.
+    """
+    start, end, label = events[:, 0], events[:, 1], tf.cast(events[:, 2], tf.int32)  # [calls] each
+    t = times_s[:, None]  # [frames, 1]
+    inside = (t >= start[None, :]) & (t < end[None, :])  # [frames, calls]
+    onset = tf.abs(t - start[None, :]) <= onset_tolerance_s  # [frames, calls]
+    which = tf.one_hot(label, num_labels, dtype=tf.float32)  # [calls, K]; padding rows are zeros
+    presence = tf.minimum(tf.matmul(tf.cast(inside, tf.float32), which), 1.0)  # [frames, K]
+    starts = tf.minimum(tf.matmul(tf.cast(onset, tf.float32), which), 1.0)  # [frames, K]
+    return tf.concat([presence, starts], axis=1)  # [frames, 2K]

@@ -1,0 +1,183 @@
+"""A whole detection run, as detect.py runs it:
+
+    inputs -> header checks -> chunk plans -> one stream through the model -> per file: trace,
+    events, outputs (a record marks it finished) -> counts.csv, events.csv, bad_files.csv,
+    [ranking.csv], [eval.json against a truth table]
+
+A rerun with the same --out skips the files finished with the same settings (Outputs.finished).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from pipeline.atomic import write_json
+from pipeline.audio.formats import AUDIO_EXTENSIONS, find_audio
+from pipeline.audio.info import BadAudio, checked_info
+from pipeline.audio.problems import Problem
+from pipeline.detection.detector import ClipDetector, DetectError, Settings, load_detector
+from pipeline.detection.display import Progress, Spectrogram, write_plot
+from pipeline.detection.evaluate import align_truth_files, evaluate, format_report
+from pipeline.detection.events import count_events
+from pipeline.detection.outputs import Outputs, events_frame, write_scores, write_tables
+from pipeline.detection.plan import Job, make_job, windows_per_chunk
+from pipeline.detection.scoring import score_files
+from pipeline.detection.stream import limit_heap_growth
+from pipeline.records.annotations import AnnotationError, read_truth_table, write_raven
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """A detection run: the command line of detect.py."""
+
+    model: str
+    input: str
+    out: str
+    recursive: bool = False
+    split: Optional[str] = None  # only the recordings the run's split_manifest.csv puts in this split
+    settings: Settings = Settings()
+    chunk_s: Optional[float] = None
+    truth: Optional[str] = None
+    top_k: int = 0
+    save_scores: bool = False
+    plot: bool = False
+    overwrite: bool = False
+
+
+@dataclasses.dataclass
+class Result:
+    records: list[dict]  # one per finished file (counts, events, best scores)
+    bad: list[tuple[str, str]]  # (file, reason)
+    report: Optional[dict]  # against the truth table
+
+
+def input_files(inputs: str, recursive: bool) -> list[str]:
+    """The audio files of --input (a file, or the audio names in a folder: see find_audio)."""
+    path = Path(inputs)
+    if path.is_file():
+        return [str(path)]
+    if not path.is_dir():
+        raise DetectError(f"--input {inputs}: no such file or folder")
+    return find_audio(path, "**/*" if recursive else "*")
+
+
+def split_files(run: Path, split: str) -> set[str]:
+    """Resolved paths of the recordings the run's split_manifest.csv puts in `split`."""
+    manifest = pd.read_csv(run / "split_manifest.csv")
+    files = manifest.loc[manifest["split"] == split, "file"]
+    if files.empty:
+        raise DetectError(f"--split {split}: {run / 'split_manifest.csv'} has no {split!r} records")
+    return {str(Path(f).resolve()) for f in files}
+
+
+def output_names(paths: list[str], inputs: str) -> dict[str, str]:
+    """Path -> the file's name in the outputs: relative to an --input folder, else its name."""
+    root = Path(inputs)
+    if root.is_dir():
+        return {p: Path(os.path.relpath(p, root)).as_posix() for p in paths}
+    return {p: Path(p).name for p in paths}
+
+
+def detect(options: Options) -> Result:
+    detector = load_detector(options.model, options.settings)
+    limit_heap_growth()  # a 3-hour file needs no more memory than a 3-minute one
+    cfg, sr = detector.cfg, detector.sample_rate_hz
+    paths = input_files(options.input, options.recursive)
+    if options.split:
+        wanted = split_files(detector.run, options.split)
+        paths = [p for p in paths if str(Path(p).resolve()) in wanted]
+    if not paths:
+        raise DetectError(f"--input {options.input}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})"
+                          + (f" of the {options.split} split" if options.split else ""))
+    outputs = Outputs(Path(options.out), output_names(paths, options.input), options.plot, options.save_scores)
+    digest = detector.digest()
+    write_json({**detector.settings(), "digest": digest}, outputs.out / "detect.json")
+
+    records = {p: None if options.overwrite else outputs.finished(p, digest) for p in paths}
+    pending = [p for p in paths if records[p] is None]
+    if len(pending) < len(paths):
+        print(f"{len(paths) - len(pending)} file(s) already finished in {outputs.out} (skipped; --overwrite redoes them)")
+    bad: list[tuple[str, str]] = []
+    jobs: list[Job] = []
+    chunk_windows = windows_per_chunk(options.chunk_s or cfg.detect.chunk_s, sr, detector.window, detector.hop)
+    for path in pending:
+        try:
+            info = checked_info(path, mono=cfg.audio.mono)
+        except BadAudio as err:
+            bad.append((path, str(err)))
+            continue
+        jobs.append(make_job(path, info, sr, detector.window, detector.hop, chunk_windows))
+    if jobs:
+        progress = Progress(len(jobs), sum(j.info.duration_s for j in jobs))
+        for job, result in score_files(detector, jobs, options.plot, progress, cfg.detect.batch_size):
+            if isinstance(result, Problem):
+                bad.append((job.path, str(result)))
+            else:
+                scores = np.concatenate(result.scores)  # [windows, outputs]
+                records[job.path] = finish_file(job, detector, outputs, scores, digest, result.spectrogram)
+            progress.advance(files=1, name=outputs.names[job.path])
+        progress.close()
+
+    done = [records[p] for p in paths if records[p] is not None]
+    write_tables(outputs.out, done, bad, list(detector.calls), options.top_k)
+    report = None
+    if options.truth:
+        report = report_truth(options.truth, done, detector, outputs.out)
+    else:
+        counts = pd.read_csv(outputs.out / "counts.csv")
+        print(counts.to_string(index=False) if len(counts) else "no files processed")
+    if bad:
+        print(f"{len(bad)} file(s) could not be read: see {outputs.out / 'bad_files.csv'}")
+    return Result(done, bad, report)
+
+
+def finish_file(job: Job, detector: ClipDetector, outputs: Outputs, scores: np.ndarray, digest: str,
+                spectrogram: Spectrogram | None) -> dict:
+    """Events of one scored file and its outputs; the finished-record goes last and is returned."""
+    name, calls = outputs.names[job.path], list(detector.calls)
+    columns = [detector.columns[c] for c in calls]
+    windows = len(scores)
+    scores = detector.trace(scores, job.info.duration_s)  # [rows, outputs]
+    events = detector.events(scores, job.info.duration_s)
+    outputs.stem(job.path).parent.mkdir(parents=True, exist_ok=True)
+    frontend = detector.cfg.frontend
+    band = (frontend.fmin_hz, frontend.fmax(detector.sample_rate_hz))  # what the model looks at
+    write_raven(events_frame(name, events, *band), outputs.file(job.path, ".selections.txt"))
+    if outputs.save_scores:
+        write_scores(outputs.file(job.path, ".scores.csv"), scores, calls, columns, detector.row_hop_s,
+                     detector.row_window_s, detector.row_offset_s)
+    if spectrogram is not None:
+        write_plot(outputs.file(job.path, ".png"), name, spectrogram, scores, calls, columns, detector.thresholds,
+                   events, detector.row_hop_s, detector.row_window_s, detector.sample_rate_hz)
+    record = {
+        "file": name, "path": job.path, "digest": digest, "duration_s": job.info.duration_s,
+        "windows": int(windows), "counts": count_events(events, calls),
+        "events": [[e.label, e.start_s, e.end_s, e.max_score, e.mean_score] for e in events],
+        "best": {label: float(scores[:, column].max()) for label, column in zip(calls, columns)},
+    }
+    write_json(record, outputs.part(job.path))
+    return record
+
+
+def report_truth(path: str, records: list[dict], detector: ClipDetector, out: Path) -> dict:
+    """eval.json and the console table: the finished files' events against the truth table."""
+    try:
+        truth = read_truth_table(path)
+    except (AnnotationError, OSError) as err:
+        raise DetectError(f"--truth {path}: {err}") from None
+    files = [r["file"] for r in records]
+    truth, ignored = align_truth_files(truth, {r["file"]: r["path"] for r in records})
+    detected = pd.DataFrame([(r["file"], *e[:3]) for r in records for e in r["events"]],
+                            columns=["file", "label", "start_s", "end_s"])
+    report = evaluate(detected, truth, files, detector.calls, detector.cfg.detect.match_min_overlap)
+    report.update({"truth": str(path), "truth_rows_ignored": ignored})
+    write_json(report, out / "eval.json")
+    print(format_report(report))
+    if ignored:
+        print(f"({ignored} truth row(s) name files that were not processed and were left out)")
+    return report
