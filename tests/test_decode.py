@@ -276,16 +276,16 @@ def test_container_is_sniffed_not_taken_from_the_extension(tmp_path):
 def test_to_mono():
     x = tf.constant([[1.0, 3.0, 5.0], [2.0, 4.0, 9.0]])  # [frames, channels]
     np.testing.assert_array_equal(decode.to_mono(x, "mean").numpy(), [3.0, 5.0])
-    np.testing.assert_array_equal(decode.to_mono(x, "0").numpy(), [1.0, 2.0])
-    np.testing.assert_array_equal(decode.to_mono(x, "2").numpy(), [5.0, 9.0])
+    np.testing.assert_array_equal(decode.to_mono(x, 0).numpy(), [1.0, 2.0])
+    np.testing.assert_array_equal(decode.to_mono(x, 2).numpy(), [5.0, 9.0])
     with pytest.raises(tf.errors.InvalidArgumentError, match="mono rule 3 selects channel 3"):
-        decode.to_mono(x, "3")
+        decode.to_mono(x, 3)
     with pytest.raises(ValueError, match="'left'"):
         decode.to_mono(x, "left")
-    ds = tf.data.Dataset.from_tensors(x).map(lambda s: decode.to_mono(s, "5"))
+    ds = tf.data.Dataset.from_tensors(x).map(lambda s: decode.to_mono(s, 5))
     with pytest.raises(tf.errors.InvalidArgumentError, match="mono rule 5 selects channel 5"):
         list(ds)
-    ds = tf.data.Dataset.from_tensors(x).map(lambda s: decode.to_mono(s, "1"))
+    ds = tf.data.Dataset.from_tensors(x).map(lambda s: decode.to_mono(s, 1))
     np.testing.assert_array_equal(next(iter(ds)).numpy(), [3.0, 4.0])
 
 

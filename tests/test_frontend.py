@@ -17,8 +17,8 @@ import scipy.signal
 import tensorflow as tf
 
 from pipeline.config import FrontendConfig
-from pipeline.features.frontend import (Frontend, _pcen_smooth, compute_features, frontend_output_shape,
-                               mel_filterbank)
+from pipeline.features.frontend import (Frontend, _features, _features_in_chunks, _pcen_smooth, compute_features,
+                                       frontend_output_shape, mel_filterbank)
 
 SR = 16000
 HOP = 128
@@ -295,7 +295,7 @@ def test_chunked_cpu_path_equals_whole_batch(batch):
     """The cache-friendly chunking on CPUs must not change a single value, for any batch size."""
     cfg = FrontendConfig(kind="logmel", n_fft=512, hop_samples=128, n_mels=64)
     waves = tf.random.stateless_normal([batch, 3 * SR], seed=[1, batch])
-    whole = compute_features(waves, cfg, SR, chunked=False).numpy()
-    fn = tf.function(lambda w: compute_features(w, cfg, SR, chunked=True),
+    whole = _features(waves, cfg, SR).numpy()
+    fn = tf.function(lambda w: _features_in_chunks(w, cfg, SR),
                      input_signature=[tf.TensorSpec([None, 3 * SR], tf.float32)])
     np.testing.assert_array_equal(fn(waves).numpy(), whole)

@@ -278,6 +278,46 @@ def test_two_trial_search_writes_every_output(resumed, demo_data):
         assert mux.GetAccumulator(f"{row.trial_id}/validation").Tags()["tensors"]  # epoch curves
 
 
+def test_default_tuner_over_the_default_space(demo_data, tmp_path):
+    """The README's command with the default tuner (Hyperband) and the whole default space (model
+    families, widths, depths, frontends, augmentation, rates, batch sizes), shrunk to 2 epochs:
+    every trial completes or fails with a reason, and the search ends by itself."""
+    out = tmp_path / "default"
+    args = ["--config", str(CONFIGS / "demo.yaml"), "--out", str(out), "--max-trials", "6",
+            "--set", f"data.root={demo_data}", "--set", "tune.max_epochs=2"]
+    assert search.main(args) == 0
+    trials = read_trials(out)
+    assert len(trials) >= 6
+    assert set(trials["status"]) <= {"COMPLETED", "FAILED"}
+    failed = trials[trials["status"] == "FAILED"]
+    assert all(isinstance(m, str) and m for m in failed["message"]), failed
+    assert (trials["status"] == "COMPLETED").any()
+
+
+ABORT_SECOND_TRIAL = """
+import json, os, pathlib, sys
+count = pathlib.Path(sys.argv[2]).parent.parent / "started"
+count.write_text(str(int(count.read_text()) + 1 if count.exists() else 1))
+if count.read_text() == "2":
+    os.abort()  # the trial takes its process down
+os.execv(sys.executable, [sys.executable, "-m", "tuning.trial", *sys.argv[1:]])
+"""
+
+
+def test_a_trial_that_kills_its_process_fails_and_the_search_goes_on(demo_data, tmp_path, monkeypatch):
+    wrapper = tmp_path / "abort_second.py"
+    wrapper.write_text(ABORT_SECOND_TRIAL)
+    monkeypatch.setattr(tuners, "TRIAL_COMMAND", [sys.executable, str(wrapper)])
+    out = tmp_path / "aborting"
+    assert search.main(search_args(demo_data, out, max_trials=3)) == 0
+    trials = read_trials(out)
+    assert len(trials) == 3
+    assert list(trials["status"]).count("COMPLETED") == 2
+    failed = trials[trials["status"] == "FAILED"]
+    assert len(failed) == 1 and "SIGABRT" in failed["message"].iloc[0], failed["message"].tolist()
+    assert (out / "best" / "model.keras").exists()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,6 +25,16 @@ COLUMNS = ("trial_id", "status", "objective", "duration_s", "attempts", "epochs"
 RUN_FILES = ("split_manifest.csv", "split_manifest.sha256", "bad_files.csv")
 
 
+def failure_reason(message: str) -> str:
+    """The reason of a failed trial: the last line of KerasTuner's traceback without the
+    exception's name ("keras_tuner.src.errors.FailedTrialError: invalid ..." -> "invalid ...")."""
+    if not message:
+        return ""
+    last = message.strip().splitlines()[-1]
+    name, sep, rest = last.partition(": ")
+    return rest if sep and name.rsplit(".", 1)[-1].endswith("Error") else last
+
+
 def trials_table(trials: list, project_dir: Path, direction: str) -> pd.DataFrame:
     """One row per trial: id, status, objective (best epoch), duration, epochs run, the final
     validation metrics, the hyperparameters and, for failed trials, the reason; best first."""
@@ -40,7 +50,7 @@ def trials_table(trials: list, project_dir: Path, direction: str) -> pd.DataFram
                                  len(attempts), len(history))))
         row.update({name: value for name, value in sorted(metrics.items()) if name.startswith("val_")})
         row.update(trial.hyperparameters.values)
-        row["message"] = trial.message.strip().splitlines()[-1] if trial.message else ""  # the error
+        row["message"] = failure_reason(trial.message)
         rows.append(row)
     if not rows:
         return pd.DataFrame(columns=list(COLUMNS))

@@ -120,7 +120,8 @@ def main(argv=None) -> int:
     if cfg.pipeline.deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    data = setup.prepare_run(cfg, out if role != "worker" else out / "workers" / tuners.tuner_id())
+    data_dir = out if role != "worker" else out / "workers" / tuners.tuner_id()
+    data = setup.prepare_run(cfg, data_dir)
     print(f"{role if role == 'single' else role + ' ' + tuners.tuner_id()}: {cfg.tune.tuner} search of "
           f"{cfg.tune.objective} ({direction}), at most {cfg.tune.max_trials} trials"
           + (f" or {cfg.tune.max_hours:g} h" if deadline else "") + ", space:")
@@ -132,6 +133,7 @@ def main(argv=None) -> int:
     oracle = tuners.make_oracle(cfg, direction, deadline)
     tuner = tuners.SearchTuner(oracle=oracle, hypermodel=model, directory=str(out), project_name=tuners.PROJECT,
                                overwrite=False)
+    tuner.data_dir, tuner.logs_dir = data_dir, out / "logs"
     if role != "worker":
         hypermodel.write_experiment(out / "logs", params)
         tuner.after_trial = lambda: write_results(tuner, cfg, data, out, direction, export=False)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -17,6 +20,7 @@ import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
 
 from pipeline.atomic import write_json
+from tuning import trial as trial_process
 from pipeline.config import Config
 
 PROJECT = "search"
@@ -70,12 +74,30 @@ def make_oracle(cfg: Config, direction: str, deadline: Optional[float]) -> keras
     return oracle
 
 
+# How a trial's process is started (tuning.trial's command line follows).
+TRIAL_COMMAND = [sys.executable, "-m", "tuning.trial"]
+
+
+def exit_reason(code: int) -> str:
+    """Why a trial's process ended without an outcome, from its exit code."""
+    if code < 0:
+        name = signal.Signals(-code).name
+        what = {"SIGKILL": "killed (out of memory, or by hand)", "SIGSEGV": "a native crash",
+                "SIGABRT": "aborted (a native crash)", "SIGBUS": "a native crash",
+                "SIGILL": "a native crash"}.get(name, "a signal")
+        return f"the trial's process died of {name}: {what}"
+    return f"the trial's process exited with code {code} before writing its outcome"
+
+
 class SearchTuner(keras_tuner.Tuner):
-    """Passes each trial's ids and (Hyperband) starting weights to the hypermodel's fit, keeps a
-    record of every attempt at a trial in trial_*/attempts.json and calls `after_trial` (if set)
-    once the oracle has the trial's result."""
+    """Runs each trial in a process of its own (tuning.trial), with the search's prepared data
+    in `data_dir` and TensorBoard logs under `logs_dir`; keeps a record of every attempt at a
+    trial in trial_*/attempts.json and calls `after_trial` (if set) once the oracle has the
+    trial's result."""
 
     after_trial: Optional[Callable[[], None]] = None
+    data_dir: Path
+    logs_dir: Path
 
     def _populate_initial_space(self) -> None:
         # KerasTuner builds a model here to discover conditional hyperparameters; this space has
@@ -90,19 +112,27 @@ class SearchTuner(keras_tuner.Tuner):
         self.save()
         super().on_search_begin()
 
-    def run_trial(self, trial, *args, **kwargs):
+    def run_trial(self, trial, *args, **kwargs) -> dict:
+        """Runs the trial in a process of its own (tuning.trial) and returns its best epoch's
+        metrics; a trial that fails, or takes its process down, fails with the reason."""
         hp = trial.hyperparameters
-        kwargs["trial_id"] = trial.trial_id
-        kwargs["trial_dir"] = self.get_trial_dir(trial.trial_id)
-        if "tuner/initial_epoch" in hp.values:
-            kwargs["initial_epoch"] = hp.values["tuner/initial_epoch"]
-        if "tuner/trial_id" in hp.values:
-            kwargs["start_from"] = self.checkpoint_path(hp.values["tuner/trial_id"])
-        return super().run_trial(trial, *args, **kwargs)
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        start_from = self.checkpoint_path(hp.values["tuner/trial_id"]) if "tuner/trial_id" in hp.values else None
+        write_json({"trial_id": trial.trial_id, "values": hp.values,
+                    "initial_epoch": hp.values.get("tuner/initial_epoch", 0), "start_from": start_from,
+                    "verbose": kwargs.get("verbose", 2)}, trial_dir / trial_process.REQUEST)
+        outcome_path = trial_dir / trial_process.OUTCOME
+        outcome_path.unlink(missing_ok=True)
+        code = subprocess.call([*TRIAL_COMMAND, str(self.data_dir), str(trial_dir), str(self.logs_dir)])
+        outcome = json.loads(outcome_path.read_text()) if outcome_path.exists() else None
+        if outcome is not None and outcome["status"] == "completed":
+            return outcome["metrics"]
+        raise keras_tuner.errors.FailedTrialError(outcome["reason"] if outcome else exit_reason(code))
 
     def checkpoint_path(self, trial_id: str) -> str:
-        """Best-epoch weights of a trial (where keras_tuner.Tuner saves and loads them)."""
-        return os.path.join(self.get_trial_dir(trial_id), "checkpoint.weights.h5")
+        """Best-epoch weights of a trial (tuning.trial keeps them there)."""
+        return str(Path(self.get_trial_dir(trial_id)) / trial_process.CHECKPOINT)
 
     def on_trial_begin(self, trial) -> None:
         attempts = read_attempts(self.get_trial_dir(trial.trial_id))

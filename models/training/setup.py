@@ -70,6 +70,15 @@ def prepare_run(cfg: Config, run_dir: Path, quiet: bool = False) -> RunData:
     return data
 
 
+def load_run_data(cfg: Config, run_dir: Path) -> RunData:
+    """The RunData prepare_run wrote into run_dir, read back without scanning the archive again."""
+    records = pd.read_csv(run_dir / "split_manifest.csv", keep_default_na=True)
+    if "events" in records:
+        records["events"] = records["events"].fillna("[]")
+    digest = (run_dir / "split_manifest.sha256").read_text().strip()
+    return RunData(records, read_labels(run_dir), digest, noise_files(cfg))
+
+
 def noise_files(cfg: Config) -> list[str]:
     """Background recordings for noise mixing: augment.noise_glob under data.root. Listed
     whenever the glob is set (the tuner may turn mixing on for a config that has it off)."""

@@ -141,6 +141,8 @@ def wav_problem(fields: dict, size: int) -> Optional[Problem]:
         if size < 44:
             return Problem("truncated", f"only {size} bytes, the WAV header is cut short")
         return Problem("damaged", "the WAV file has no fmt chunk")
+    if fields["fmt_offset"] + min(fields["fmt_bytes"], 16) > size:
+        return Problem("truncated", f"only {size} bytes, the WAV header is cut short")
     if fields["fmt_bytes"] < 16:
         return Problem("damaged", f"the WAV fmt chunk is {fields['fmt_bytes']} bytes, shorter than 16")
     for name, label in (("channels", "channels"), ("sample_rate_hz", "Hz sample rate"), ("declared_bits", "bits per sample")):

@@ -153,7 +153,8 @@ def _fields(contents: tf.Tensor) -> dict:
         "format": fmt, "format_tag": tag, "channels": channels, "sample_rate_hz": sample_rate,
         "bits_per_sample": width, "declared_bits": bits, "block_align": block_align,
         "data_offset": data_pos, "data_bytes": num_frames * block_align, "num_frames": num_frames,
-        "declared_data_bytes": data_size, "fmt_bytes": fmt_size, "is_riff": is_riff, "has_fmt": has_fmt,
+        "declared_data_bytes": data_size, "fmt_offset": fmt_pos, "fmt_bytes": fmt_size, "is_riff": is_riff,
+        "has_fmt": has_fmt,
         "has_data": data_pos >= zero, "layout": layout, "consistent": consistent,
     }
 

@@ -7,8 +7,6 @@ maps on any device without Python callbacks. Strengths are Python numbers read a
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import tensorflow as tf
 
 from pipeline.config import AugmentConfig
@@ -84,20 +82,12 @@ def _span_mask(seed, batch, length, count: int, max_width: int):
     return tf.reduce_any(inside, axis=1)  # [batch, length]
 
 
-def spec_augment(spec, seed, time_masks: int, time_mask_max_frames: int, freq_masks: int,
-                 freq_mask_max_bins: int, mask_value: Optional[float] = None):
-    """SpecAugment time and frequency masking of a batch of spectrograms.
-
-    `spec` is [batch, frames, bins, channels] (or [batch, frames, bins]). Each example gets
-    `time_masks` spans of U{0..time_mask_max_frames} frames and `freq_masks` spans of
-    U{0..freq_mask_max_bins} bins; masked cells become `mask_value`. The default is the
-    example's own mean (per channel), because a fixed 0 is far out of range for log-scale
-    features and would teach the model to spot the mask. Cells outside the masks are unchanged.
-    """
-    if time_masks == 0 and freq_masks == 0:
-        return spec
+def spec_mask(shape, seed, time_masks: int, time_mask_max_frames: int, freq_masks: int,
+              freq_mask_max_bins: int):
+    """Which cells SpecAugment masks, bool [batch, frames, bins] for a spectrogram `shape`
+    ([batch, frames, bins, ...], a tensor): `time_masks` spans of U{0..time_mask_max_frames}
+    frames and `freq_masks` spans of U{0..freq_mask_max_bins} bins per example."""
     seed_time, seed_freq = _split(seed, 2)
-    shape = tf.shape(spec)
     batch, frames, bins = shape[0], shape[1], shape[2]
     masked = tf.zeros([batch, frames, bins], tf.bool)
     if time_masks > 0:
@@ -106,12 +96,25 @@ def spec_augment(spec, seed, time_masks: int, time_mask_max_frames: int, freq_ma
     if freq_masks > 0:
         freq = _span_mask(seed_freq, batch, bins, freq_masks, freq_mask_max_bins)
         masked = masked | freq[:, tf.newaxis, :]  # [batch, frames, bins]
+    return masked
+
+
+def spec_augment(spec, seed, time_masks: int, time_mask_max_frames: int, freq_masks: int,
+                 freq_mask_max_bins: int):
+    """SpecAugment time and frequency masking of a batch of spectrograms.
+
+    `spec` is [batch, frames, bins, channels] (or [batch, frames, bins]); the cells of spec_mask
+    become the example's own mean (per channel), because a fixed 0 is far out of range for
+    log-scale features and would teach the model to spot the mask. Cells outside the masks are
+    unchanged.
+    """
+    if time_masks == 0 and freq_masks == 0:
+        return spec
+    masked = spec_mask(tf.shape(spec), seed, time_masks, time_mask_max_frames, freq_masks,
+                       freq_mask_max_bins)  # [batch, frames, bins]
     if spec.shape.rank == 4:
         masked = masked[..., tf.newaxis]  # [batch, frames, bins, 1]
-    if mask_value is None:
-        value = tf.reduce_mean(spec, axis=[1, 2], keepdims=True)  # [batch, 1, 1(, channels)]
-    else:
-        value = tf.cast(mask_value, spec.dtype)
+    value = tf.reduce_mean(spec, axis=[1, 2], keepdims=True)  # [batch, 1, 1(, channels)]
     return tf.where(masked, value, spec)
 
 

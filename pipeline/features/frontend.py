@@ -288,22 +288,26 @@ def _chunk_examples(cfg: FrontendConfig, sample_rate_hz: int, num_samples: Optio
     return max(1, _CHUNK_BYTES // max(1, frames * plan.fft_length * 4))
 
 
-def compute_features(waves: tf.Tensor, cfg: FrontendConfig, sample_rate_hz: int,
-                     chunked: Optional[bool] = None) -> tf.Tensor:
+def compute_features(waves: tf.Tensor, cfg: FrontendConfig, sample_rate_hz: int) -> tf.Tensor:
     """float32 waveforms [batch, samples] -> float32 features [batch, frames, bins, 1].
 
-    On a CPU the batch is processed a few examples at a time: the framed signal of a whole batch
-    (~50 MB for 64 clips of 3 s) overflows the caches, and every elementwise pass then runs at
-    memory speed; chunks of a few MB run 2-4x faster. A GPU gets the whole batch at once.
-    `chunked=None` chooses by whether a GPU is visible.
+    On a CPU the batch is processed a few examples at a time (_features_in_chunks); a GPU gets
+    the whole batch at once. Both give the same values.
     """
     waves = tf.cast(tf.convert_to_tensor(waves), tf.float32)  # [batch, samples]
-    if chunked is None:
-        chunked = not tf.config.list_physical_devices("GPU")
+    if tf.config.list_physical_devices("GPU"):
+        return _features(waves, cfg, sample_rate_hz)[..., tf.newaxis]  # [batch, frames, bins, 1]
+    return _features_in_chunks(waves, cfg, sample_rate_hz)[..., tf.newaxis]  # [batch, frames, bins, 1]
+
+
+def _features_in_chunks(waves: tf.Tensor, cfg: FrontendConfig, sample_rate_hz: int) -> tf.Tensor:
+    """_features a few examples at a time: the framed signal of a whole batch (~50 MB for 64
+    clips of 3 s) overflows a CPU's caches, and every elementwise pass then runs at memory
+    speed; chunks of a few MB run 2-4x faster."""
     chunk = _chunk_examples(cfg, sample_rate_hz, waves.shape[1])
     static_batch = waves.shape[0]
-    if not chunked or (static_batch is not None and static_batch <= chunk):
-        return _features(waves, cfg, sample_rate_hz)[..., tf.newaxis]  # [batch, frames, bins, 1]
+    if static_batch is not None and static_batch <= chunk:
+        return _features(waves, cfg, sample_rate_hz)  # [batch, frames, bins]
     batch = tf.shape(waves)[0]
     n_chunks = (batch + chunk - 1) // chunk
     padded = tf.pad(waves, [[0, n_chunks * chunk - batch], [0, 0]])  # [n_chunks * chunk, samples]
@@ -311,8 +315,7 @@ def compute_features(waves: tf.Tensor, cfg: FrontendConfig, sample_rate_hz: int,
     feats = tf.map_fn(lambda w: _features(w, cfg, sample_rate_hz), pieces,
                       fn_output_signature=tf.float32, parallel_iterations=2)  # [n_chunks, chunk, frames, bins]
     shape = tf.shape(feats)
-    feats = tf.reshape(feats, [n_chunks * chunk, shape[2], shape[3]])[:batch]  # [batch, frames, bins]
-    return feats[..., tf.newaxis]  # [batch, frames, bins, 1]
+    return tf.reshape(feats, [n_chunks * chunk, shape[2], shape[3]])[:batch]  # [batch, frames, bins]
 
 
 # ---------------------------------------------------------------------------------------------
