@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
+from models.backbones.registry import model_framing
 from pipeline.datasets import service as data_service
 from pipeline.config import from_dict
 from pipeline.datasets.build import make_dataset
@@ -40,12 +41,16 @@ def write_records(root, n=10, extension="wav"):
 
 
 def config(placement="device"):
+    """The test's config (its windows: CLIP samples, taken with INPUT - CLIP samples of context)."""
     return from_dict({
         "audio": {"sample_rate_hz": SR, "clip_s": CLIP / SR},
         "frontend": {"kind": "logmel", "n_fft": 128, "hop_samples": 64, "n_mels": 16, "n_mfcc": 8},
         "augment": {"enabled": True, "gain_db_range": 3.0, "time_masks": 1, "time_mask_max_frames": 3},
         "pipeline": {"batch_size": 4, "shuffle_buffer": 8, "seed": 3, "placement": placement},
     })
+
+
+INPUT = model_framing(config()).input_samples
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +77,12 @@ def rows(batches):
 
 def test_evaluation_through_two_workers_gives_the_local_examples(service, wav_records):
     records, labels = wav_records
-    dataset = make_dataset(records, labels, config(), training=False)
+    dataset = make_dataset(records, labels, config(), model_framing(config()), training=False)
     local = list(dataset)
     remote = list(data_service.distribute(dataset, service))
     for inputs, targets in remote:
         audio = inputs["audio"]
-        assert audio.shape[1:] == (CLIP,) and targets.shape[1:] == (2,) and 1 <= audio.shape[0] <= 4
+        assert audio.shape[1:] == (INPUT,) and targets.shape[1:] == (2,) and 1 <= audio.shape[0] <= 4
     assert sum(len(y) for _, y in remote) == len(records)
     assert rows(remote) == rows(local)  # each record once, decoded as locally
 
@@ -85,7 +90,8 @@ def test_evaluation_through_two_workers_gives_the_local_examples(service, wav_re
 @pytest.mark.parametrize("placement", ["device", "pipeline"])
 def test_training_stream_through_two_workers(service, wav_records, placement):
     records, labels = wav_records
-    dataset = make_dataset(records, labels, config(placement), training=True, repeat=True)
+    cfg = config(placement)
+    dataset = make_dataset(records, labels, cfg, model_framing(cfg), training=True, repeat=True)
     # Each worker stops after 6 batches (more than a pass over the 10 records): the job ends, so
     # no worker is still busy with it when the servers stop.
     remote = data_service.distribute(dataset.take(6), service, job_name=f"test-train-{placement}")
@@ -94,7 +100,7 @@ def test_training_stream_through_two_workers(service, wav_records, placement):
     for x, targets in batches:
         assert targets.shape == (4, 2)
         if placement == "device":
-            assert x["audio"].shape == (4, CLIP) and x["seed"].shape[-1] == 2  # one [2] seed, or one per example
+            assert x["audio"].shape == (4, INPUT) and x["seed"].shape[-1] == 2  # one [2] seed, or one per example
             assert np.isfinite(x["audio"].numpy()).all()
         else:
             x = x["features"]
@@ -105,7 +111,8 @@ def test_compressed_inputs_get_a_clear_error(tmp_path, service):
     records = write_records(tmp_path, n=4, extension="flac")
     with pytest.raises(ValueError, match=r"needs WAV inputs: 4 of 5 files are not WAV \(e.g. \S*high_0.flac"):
         data_service.check_wav_inputs(list(records["file"]) + ["noise/a.WAV"])
-    dataset = make_dataset(records, LabelSpec.from_records(records, "multiclass"), config(), training=False)
+    cfg = config()
+    dataset = make_dataset(records, LabelSpec.from_records(records, "multiclass"), cfg, model_framing(cfg), training=False)
     with pytest.raises(ValueError, match="needs WAV inputs: the input pipeline holds the MP3/FLAC/Ogg readers"):
         data_service.distribute(dataset, service)
 
@@ -146,7 +153,7 @@ def test_command_line_servers(tmp_path, wav_records):
                     raise
                 time.sleep(0.5)
         records, labels = wav_records
-        dataset = make_dataset(records, labels, config(), training=False)
+        dataset = make_dataset(records, labels, config(), model_framing(config()), training=False)
         served = data_service.distribute(dataset, f"localhost:{ports[0]}")
         received = []  # read in a thread: with no worker serving, reading would wait forever
         reader = threading.Thread(target=lambda: received.extend(served), daemon=True)

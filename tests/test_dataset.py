@@ -6,6 +6,7 @@ import soundfile as sf
 import tensorflow as tf
 
 from pipeline.config import from_dict
+from models.backbones.registry import model_framing, model_frontend
 from pipeline.datasets.build import make_dataset
 from pipeline.datasets.clips import crop_offset, load_clip
 from pipeline.features.stage import BatchStage
@@ -103,12 +104,14 @@ def test_region_is_cut_before_resampling(tmp_path):
 
 def test_placements_give_identical_features(corpus):
     labels = LabelSpec.from_records(corpus, "multiclass")
-    on_cpu = batches(make_dataset(corpus, labels, config(pipeline={"placement": "pipeline"}), training=True))
+    cpu_cfg = config(pipeline={"placement": "pipeline"})
+    on_cpu = batches(make_dataset(corpus, labels, cpu_cfg, model_framing(cpu_cfg), training=True))
     device_cfg = config(pipeline={"placement": "device"})
-    on_device = batches(make_dataset(corpus, labels, device_cfg, training=True))
-    assert on_device[0][0]["audio"].shape == (3, SR)  # waveforms reach the model's device
+    on_device = batches(make_dataset(corpus, labels, device_cfg, model_framing(device_cfg), training=True))
+    # Waveforms (windows with their context) reach the model's device.
+    assert on_device[0][0]["audio"].shape == (3, model_framing(device_cfg).input_samples)
     assert on_cpu[0][0]["features"].ndim == 4  # features computed in tf.data
-    stage = BatchStage(device_cfg.frontend, device_cfg.augment, SR)
+    stage = BatchStage(model_frontend(device_cfg, model_framing(device_cfg)), device_cfg.augment, SR)
     for (inputs, y), (batch, y_dev) in zip(on_cpu, on_device):
         got, got_y = stage({k: tf.constant(v) for k, v in batch.items()}, tf.constant(y_dev), training=True)
         np.testing.assert_allclose(got.numpy(), inputs["features"], atol=1e-4)
@@ -118,20 +121,20 @@ def test_placements_give_identical_features(corpus):
 def test_same_seed_same_batches_other_seed_differs(corpus):
     labels = LabelSpec.from_records(corpus, "multiclass")
     cfg = config(pipeline={"placement": "pipeline"})
-    first = batches(make_dataset(corpus, labels, cfg, training=True))
-    again = batches(make_dataset(corpus, labels, cfg, training=True))
+    first = batches(make_dataset(corpus, labels, cfg, model_framing(cfg), training=True))
+    again = batches(make_dataset(corpus, labels, cfg, model_framing(cfg), training=True))
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a[0]["features"], b[0]["features"])
-    other = batches(make_dataset(corpus, labels, config(pipeline={"placement": "pipeline", "seed": 6}),
-                                 training=True))
+    other_cfg = config(pipeline={"placement": "pipeline", "seed": 6})
+    other = batches(make_dataset(corpus, labels, other_cfg, model_framing(other_cfg), training=True))
     assert not np.array_equal(first[0][0]["features"], other[0][0]["features"])
 
 
 def test_evaluation_is_deterministic_and_unaugmented(corpus):
     labels = LabelSpec.from_records(corpus, "multiclass")
     cfg = config(pipeline={"placement": "pipeline"})
-    a = batches(make_dataset(corpus, labels, cfg, training=False))
-    b = batches(make_dataset(corpus, labels, cfg, training=False))
+    a = batches(make_dataset(corpus, labels, cfg, model_framing(cfg), training=False))
+    b = batches(make_dataset(corpus, labels, cfg, model_framing(cfg), training=False))
     assert sum(len(x[1]) for x in a) == len(corpus)  # nothing dropped in evaluation
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x[0]["features"], y[0]["features"])
@@ -143,7 +146,8 @@ def test_graph_holds_no_python_callbacks(corpus):
     labels = LabelSpec.from_records(corpus, "multiclass")
     graph = tf.Graph()
     with graph.as_default():
-        make_dataset(corpus, labels, config(pipeline={"placement": "pipeline"}), training=True)
+        cpu_cfg = config(pipeline={"placement": "pipeline"})
+        make_dataset(corpus, labels, cpu_cfg, model_framing(cpu_cfg), training=True)
     graph_def = graph.as_graph_def()
     ops = {node.op for node in graph_def.node}
     ops |= {node.op for fn in graph_def.library.function for node in fn.node_def}

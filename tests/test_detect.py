@@ -15,11 +15,11 @@ from pipeline.detection.detector import DetectError, parse_thresholds
 from pipeline.detection.outputs import Outputs
 from pipeline.records.annotations import read_truth_table
 from models.classifier import build_classifier
-from models.backbones.registry import build_backbone
+from models.backbones.registry import build_backbone, model_framing
 from pipeline.tools import synth
 from pipeline.records.annotations import read_annotations
 from pipeline.config import dump_config, load_config
-from pipeline.features.frontend import frontend_output_shape
+from pipeline.features.filters import frontend_output_shape
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RATE = 8000
@@ -42,9 +42,11 @@ def trained(tmp_path_factory):
             clips.append(synth._clip(label, np.random.default_rng([9, k, i]), n, RATE))
             targets.append(k)
     keras.utils.set_random_seed(1)
-    frames, bins = frontend_output_shape(cfg.frontend, RATE, n)
-    backbone = build_backbone(cfg.model, (frames, bins, 1), len(LABELS))
-    model = build_classifier(backbone, cfg.frontend, RATE, n, "multiclass", LABELS)
+    frames = model_framing(cfg)
+    clips = [np.pad(clip, frames.context_samples) for clip in clips]  # silence around each clip
+    bins = frontend_output_shape(cfg.frontend, RATE, n)[1]
+    backbone = build_backbone(cfg.model, (frames.trunk_frames, bins, 1), len(LABELS), frames)
+    model = build_classifier(backbone, cfg.frontend, RATE, frames, "multiclass", LABELS)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
     model.fit(np.array(clips, np.float32), keras.utils.to_categorical(targets, len(LABELS)), batch_size=32,
               epochs=35, verbose=0)

@@ -100,13 +100,14 @@ def local_run(tmp_path_factory):
     iterator over one training dataset draws other seeds, so each run gets its own)."""
     import keras
 
+    from models.backbones.registry import model_framing
     from pipeline.datasets.build import make_dataset
     records, labels, cfg, build_model = tiny_run(tmp_path_factory.mktemp("local"))
-    val_ds = make_dataset(records[:5], labels, cfg, training=False)  # 2 batches, the last of 1
+    val_ds = make_dataset(records[:5], labels, cfg, model_framing(cfg), training=False)  # 2 batches, the last of 1
 
     def setup():
         keras.utils.set_random_seed(3)
-        return make_dataset(records, labels, cfg, training=True, repeat=True), val_ds, build_model()
+        return make_dataset(records, labels, cfg, model_framing(cfg), training=True, repeat=True), val_ds, build_model()
     return setup
 
 
@@ -279,13 +280,13 @@ def tiny_run(root, augment=True, batch_size=4):
     """Records, labels, config and a compile function for a tiny small_cnn Trainer."""
     import keras
 
-    from models.backbones.registry import build_backbone
+    from models.backbones.registry import build_backbone, model_framing
     from models.classifier import build_classifier
     from models.training.trainer import Trainer
     from pipeline.features.stage import BatchStage
     from pipeline.config import from_dict
     from pipeline.records.labels import LabelSpec
-    from pipeline.features.frontend import frontend_output_shape
+    from pipeline.features.filters import frontend_output_shape
 
     records = write_corpus(root)
     cfg = from_dict({
@@ -299,11 +300,12 @@ def tiny_run(root, augment=True, batch_size=4):
     labels = LabelSpec.from_records(records, "multiclass")
 
     def build_model():
-        frames, bins = frontend_output_shape(cfg.frontend, SR, cfg.audio.clip_samples)
-        backbone = build_backbone(cfg.model, (frames, bins, 1), labels.num_outputs)
-        classifier = build_classifier(backbone, cfg.frontend, SR, cfg.audio.clip_samples, labels.task, labels.names)
-        model = Trainer(classifier, BatchStage(cfg.frontend, cfg.augment, SR))
-        model(keras.ops.zeros([1, frames, bins, 1]))
+        frames = model_framing(cfg)
+        bins = frontend_output_shape(cfg.frontend, SR, cfg.audio.clip_samples)[1]
+        backbone = build_backbone(cfg.model, (frames.trunk_frames, bins, 1), labels.num_outputs, frames)
+        classifier = build_classifier(backbone, cfg.frontend, SR, frames, labels.task, labels.names)
+        model = Trainer(classifier, BatchStage(classifier.frontend, cfg.augment, SR))
+        model(keras.ops.zeros([1, frames.trunk_frames, bins, 1]))
         model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                       loss=keras.losses.CategoricalCrossentropy(),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
@@ -324,6 +326,7 @@ def mirrored_main(out):
 
     from models.training.fit import fit
     from models.training.strategy import choose_strategy, describe
+    from models.backbones.registry import model_framing
     from pipeline.datasets.build import make_dataset
 
     out = Path(out)
@@ -333,8 +336,8 @@ def mirrored_main(out):
     for name, augment in (("plain", False), ("augmented", True)):
         (out / name).mkdir()
         records, labels, cfg, build_model = tiny_run(out / name, augment=augment)
-        train_ds = make_dataset(records, labels, cfg, training=True, repeat=True)
-        val_ds = make_dataset(records, labels, cfg, training=False) if name == "plain" else None
+        train_ds = make_dataset(records, labels, cfg, model_framing(cfg), training=True, repeat=True)
+        val_ds = make_dataset(records, labels, cfg, model_framing(cfg), training=False) if name == "plain" else None
         with strategy.scope():
             model = build_model()
         history = fit(model, train_ds, strategy, epochs=1, steps_per_epoch=3, validation_data=val_ds,
@@ -353,14 +356,15 @@ def worker_main(out, index):
     from models.training.callbacks import BestCheckpoint
     from models.training.fit import fit
     from models.training.strategy import choose_strategy, describe, is_chief
+    from models.backbones.registry import model_framing
     from pipeline.datasets.build import make_dataset
 
     out, index = Path(out), int(index)
     strategy = choose_strategy()  # first: before TensorFlow runs any op
     (out / f"data{index}").mkdir()  # each worker its own copy of the same files
     records, labels, cfg, build_model = tiny_run(out / f"data{index}")
-    train_ds = make_dataset(records, labels, cfg, training=True, repeat=True)
-    val_ds = make_dataset(records[:5], labels, cfg, training=False)  # 2 batches, the last of 1
+    train_ds = make_dataset(records, labels, cfg, model_framing(cfg), training=True, repeat=True)
+    val_ds = make_dataset(records[:5], labels, cfg, model_framing(cfg), training=False)  # 2 batches, the last of 1
     with strategy.scope():
         model = build_model()
     name = "" if is_chief(strategy) else f"worker{index}_"  # where the chief-only callbacks would write

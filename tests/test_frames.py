@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from models.backbones.registry import build_backbone, check_task
+from models.backbones.registry import build_backbone, check_task, model_framing
 from pipeline.config import AudioConfig, ConfigError, FrontendConfig, ModelConfig, load_config
 from pipeline.datasets.clips import frame_targets, frame_times_s, load_clip
 from pipeline.records.labels import LabelSpec
@@ -91,7 +91,7 @@ def test_frame_targets_hold_no_calls_outside_the_record_region(tmp_path):
     records = pd.DataFrame({"file": [str(tmp_path / "a.wav")], "start_s": [0.0], "end_s": [1.0], "label": ["x"],
                             "group": ["a"], "events": [json.dumps([[0.5, 2.5, "x"]])]})
     labels = LabelSpec(("x",), "frames")
-    _, targets = next(iter(make_dataset(records, labels, cfg, training=False)))
+    _, targets = next(iter(make_dataset(records, labels, cfg, model_framing(cfg), training=False)))
     presence, onset = targets.numpy()[0].T  # centred crop: 0.5 s of padding, the region, 0.5 s of padding
     times = np.arange(len(presence)) * 80 / rate - 0.5
     np.testing.assert_array_equal(presence, ((times >= 0.5) & (times < 1.0)).astype(np.float32))
@@ -229,7 +229,7 @@ def test_detect_keeps_onset_peaks_apart_by_the_trained_tolerance(tmp_path, toler
     (tmp_path / "model.keras").write_bytes(b"")
     window = cfg.audio.clip_samples
     detector = FrameDetector(tmp_path, cfg, ("x",), "frames", ("x",), {"x": 0}, {"x": 0.5}, window, window // 2,
-                             0.0, 0.0, None, 0.5)
+                             model_framing(cfg), 0.0, 0.0, None, 0.5)
     second = round(0.08 / detector.frame_s)
     trace = np.zeros((100, 2))
     trace[:, 0] = 1.0

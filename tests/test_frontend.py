@@ -17,8 +17,10 @@ import scipy.signal
 import tensorflow as tf
 
 from pipeline.config import FrontendConfig
-from pipeline.features.frontend import (Frontend, _features, _features_in_chunks, _pcen_smooth, compute_features,
-                                       frontend_output_shape, mel_filterbank)
+from pipeline.features.filters import frontend_output_shape, mel_filterbank
+from pipeline.features.framing import framing
+from pipeline.features.frontend import (Frontend, _features_in_chunks, _pcen_smooth, compute_features,
+                                        spectral_features)
 
 SR = 16000
 HOP = 128
@@ -195,7 +197,8 @@ def test_output_shape_matches_frontend_output_shape(kind, center, num_samples):
     waves = tf.zeros([2, num_samples])
     frames, bins = frontend_output_shape(cfg, SR, num_samples)
     assert compute_features(waves, cfg, SR).shape == (2, frames, bins, 1)
-    assert Frontend(cfg, SR).compute_output_shape((None, num_samples)) == (None, frames, bins, 1)
+    windows = Frontend(cfg, SR, framing(cfg, SR, num_samples))  # windows of num_samples, with their context
+    assert windows.compute_output_shape((None, None)) == (None, frames, bins, 1)
     if center:
         assert frames == 1 + num_samples // HOP  # librosa's frame count with center=True
 
@@ -217,16 +220,28 @@ def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="Nyquist"):
         compute_features(tf.zeros([1, 4000]), FrontendConfig(fmax_hz=9000.0), SR)
     with pytest.raises(ValueError, match="frontend.n_mel: unknown key"):
-        Frontend({"n_mel": 40}, SR)
+        Frontend({"n_mel": 40}, SR, framing(FrontendConfig(), SR, 4000))
 
 
 # ---------------------------------------------------------------------------------------------
 # Keras layer, graphs and pipelines
 
 
-def small_model(cfg: dict, num_samples: int) -> keras.Model:
-    inputs = keras.Input((num_samples,))
-    x = Frontend(cfg, SR, name="frontend")(inputs)
+def layer(cfg, window: int = SR, **kwargs) -> Frontend:
+    """A Frontend for windows of `window` samples (it takes them with their context)."""
+    cfg = cfg if isinstance(cfg, FrontendConfig) else FrontendConfig(**cfg)
+    return Frontend(cfg, SR, framing(cfg, SR, window), **kwargs)
+
+
+def inputs_of(frontend: Frontend, *waves: np.ndarray) -> np.ndarray:
+    """The waves tiled to the frontend's input length: [len(waves), input_samples]."""
+    return np.stack([np.resize(w, frontend.framing.input_samples) for w in waves]).astype(np.float32)
+
+
+def small_model(cfg: dict, window: int = SR) -> keras.Model:
+    frontend = layer(cfg, window, name="frontend")
+    inputs = keras.Input((frontend.framing.input_samples,))
+    x = frontend(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(2)(x))
 
@@ -234,33 +249,37 @@ def small_model(cfg: dict, num_samples: int) -> keras.Model:
 @pytest.mark.parametrize("kind", ["logmel", "pcen"])
 def test_layer_round_trips_through_model_keras(tmp_path, wave, kind):
     cfg = {"kind": kind, "mel_scale": "htk", "fmin_hz": 200.0, "normalize": "standardize"}
-    model = small_model(cfg, wave.size)
+    model = small_model(cfg)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    layer = loaded.get_layer("frontend")
-    assert layer.frontend == FrontendConfig(**cfg) and layer.sample_rate_hz == SR
-    batch = np.stack([wave, wave[::-1]])
+    frontend = loaded.get_layer("frontend")
+    assert frontend.frontend == FrontendConfig(**cfg) and frontend.sample_rate_hz == SR
+    assert frontend.framing == model.get_layer("frontend").framing
+    batch = inputs_of(frontend, wave, wave[::-1])
     np.testing.assert_array_equal(loaded(batch).numpy(), model(batch).numpy())
-    np.testing.assert_array_equal(layer(batch).numpy(), model.get_layer("frontend")(batch).numpy())
+    np.testing.assert_array_equal(frontend(batch).numpy(), model.get_layer("frontend")(batch).numpy())
 
 
 def test_exported_savedmodel_computes_the_same_features(tmp_path, wave):
-    inputs = keras.Input((wave.size,))
-    model = keras.Model(inputs, Frontend({"kind": "logmel"}, SR)(inputs))
+    frontend = layer({"kind": "logmel"})
+    inputs = keras.Input((frontend.framing.input_samples,))
+    model = keras.Model(inputs, frontend(inputs))
     model.export(str(tmp_path / "saved"), verbose=False)
-    served = tf.saved_model.load(str(tmp_path / "saved")).serve(tf.constant(wave[None]))
-    np.testing.assert_allclose(served.numpy(), model(wave[None]).numpy(), rtol=0, atol=1e-4)
+    batch = inputs_of(frontend, wave)
+    served = tf.saved_model.load(str(tmp_path / "saved")).serve(tf.constant(batch))
+    np.testing.assert_allclose(served.numpy(), model(batch).numpy(), rtol=0, atol=1e-4)
 
 
 def test_mixed_precision_policy_keeps_float32(wave):
-    expected = Frontend({"kind": "logmel"}, SR)(wave[None]).numpy()
+    batch = inputs_of(layer({"kind": "logmel"}), wave)
+    expected = layer({"kind": "logmel"})(batch).numpy()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        layer = Frontend({"kind": "logmel"}, SR)
-        assert layer.compute_dtype == "float32"
-        out = layer(wave[None])
-        model = small_model({"kind": "logmel"}, wave.size)
+        frontend = layer({"kind": "logmel"})
+        assert frontend.compute_dtype == "float32"
+        out = frontend(batch)
+        model = small_model({"kind": "logmel"})
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert out.dtype == tf.float32
@@ -295,7 +314,7 @@ def test_chunked_cpu_path_equals_whole_batch(batch):
     """The cache-friendly chunking on CPUs must not change a single value, for any batch size."""
     cfg = FrontendConfig(kind="logmel", n_fft=512, hop_samples=128, n_mels=64)
     waves = tf.random.stateless_normal([batch, 3 * SR], seed=[1, batch])
-    whole = _features(waves, cfg, SR).numpy()
+    whole = spectral_features(waves, cfg, SR).numpy()
     fn = tf.function(lambda w: _features_in_chunks(w, cfg, SR),
                      input_signature=[tf.TensorSpec([None, 3 * SR], tf.float32)])
     np.testing.assert_array_equal(fn(waves).numpy(), whole)

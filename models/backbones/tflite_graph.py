@@ -249,6 +249,7 @@ class TFLiteGraph(keras.layers.Layer):
             if output_tensors is None else list(output_tensors)
         self._plan = build_plan(model, self.input_tensors, self.output_tensors, self.float64_fft)
         ops = {node.position: node.op for node in self._plan.nodes}
+        self._operator_outputs = {node.position: tensor_name(subgraph, node.outputs[0]) for node in self._plan.nodes}
         self._variables = {key: self._make_weight(key, value, ops[key[0]])
                            for key, value in self._plan.weights.items()}
         self._plan.weights = {}
@@ -258,6 +259,11 @@ class TFLiteGraph(keras.layers.Layer):
         return self.add_weight(shape=value.shape, initializer=lambda shape, dtype=None: value,
                                dtype="float32", trainable=True, autocast=False,
                                name=f"{op.lower()}_{position}_in{slot}")
+
+    def weights_by_operator(self) -> list[tuple[str, object]]:
+        """(the name of the operator's output tensor, weight) for every weight, in graph order."""
+        return [(self._operator_outputs[position], variable)
+                for (position, _), variable in sorted(self._variables.items())]
 
     def call(self, inputs):
         feeds = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]

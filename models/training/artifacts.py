@@ -33,26 +33,29 @@ def read_history(run_dir: Path) -> pd.DataFrame:
 def metadata(model: AudioClassifier) -> dict:
     """What a user of the model needs besides the model: its outputs and its input."""
     return {"class_names": list(model.class_names), "task": model.task, "sample_rate_hz": model.sample_rate_hz,
-            "clip_samples": model.clip_samples, "frontend": model.frontend_config}
+            "clip_samples": model.clip_samples, "context_samples": model.framing.context_samples,
+            "input_samples": model.framing.input_samples, "frontend": model.frontend_config}
 
 
 def export_savedmodel(model: AudioClassifier, path: Path) -> None:
-    """SavedModel whose `serve` signature takes mono waveforms [batch, clip_samples] at the trained
-    rate (float32, -1..1) and returns {"scores": [batch, outputs]} (the frontend is inside), and
-    whose `metadata` signature returns the class names, task, sample rate and clip length (also
-    in assets/metadata.json)."""
+    """SavedModel whose `serve` signature takes mono waveforms at the trained rate (float32, -1..1),
+    each a clip with `context_samples` of the recording on either side ([batch, input_samples],
+    pipeline.features.framing; zeros where there is no audio), and returns {"scores": [batch,
+    outputs]} (the frontend is inside); its `metadata` signature returns the class names, task,
+    sample rate, clip and input lengths (also in assets/metadata.json)."""
     info = metadata(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         name="serve",
         fn=lambda waveform: {"scores": model(waveform, training=False)},
-        input_signature=[tf.TensorSpec([None, model.clip_samples], tf.float32, name="waveform")],
+        input_signature=[tf.TensorSpec([None, model.framing.input_samples], tf.float32, name="waveform")],
     )
     archive.add_endpoint(name="metadata", fn=tf.function(
         lambda: {"class_names": tf.constant(info["class_names"], tf.string), "task": tf.constant(info["task"]),
                  "sample_rate_hz": tf.constant(info["sample_rate_hz"], tf.int64),
-                 "clip_samples": tf.constant(info["clip_samples"], tf.int64)}, input_signature=[]))
+                 "clip_samples": tf.constant(info["clip_samples"], tf.int64),
+                 "input_samples": tf.constant(info["input_samples"], tf.int64)}, input_signature=[]))
     archive.write_out(str(path), verbose=False)
     write_json(info, Path(path) / "assets" / "metadata.json")
 
@@ -62,7 +65,7 @@ def finish_run(model: AudioClassifier, cfg: Config, data: RunData, sets: Dataset
     """Scores the evaluation split with `model` (the best epoch's) and writes metrics.json,
     classification_report.txt, confusion_matrix.png, training_curves.png and export/."""
     split = data.eval_split
-    scorer = Trainer(model, BatchStage(cfg.frontend, cfg.augment, cfg.audio.sample_rate_hz))
+    scorer = Trainer(model, BatchStage(model.frontend, cfg.augment, cfg.audio.sample_rate_hz))
     scores, targets = predict_scores(scorer, sets.test if split == "test" else sets.val)
     metrics, report = classification_metrics(scores, targets, data.labels)
     metrics = {
@@ -71,7 +74,7 @@ def finish_run(model: AudioClassifier, cfg: Config, data: RunData, sets: Dataset
         "model": cfg.model.name,
         "parameters": int(model.backbone.count_params()),
         "train_seconds": round(train_s, 1),
-        "inference_ms_per_example": round(inference_ms_per_example(model, cfg.audio.clip_samples), 3),
+        "inference_ms_per_example": round(inference_ms_per_example(model, model.framing.input_samples), 3),
         "manifest_sha256": data.digest,
     }
     write_json(metrics, run_dir / "metrics.json")

@@ -156,22 +156,23 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 class EarlyStopping(keras.callbacks.Callback):
-    """Stops training when `patience` epochs in a row rank below the best (epoch_rank)."""
+    """Stops training when `monitor` has not improved for `patience` epochs in a row (NaN never
+    improves). The best-epoch checkpoint breaks ties; stopping goes by the monitor alone."""
 
     def __init__(self, monitor: str, patience: int):
         super().__init__()
         self.monitor = monitor
         self.patience = patience
-        self.best = (-math.inf, -math.inf)
+        self.best = -math.inf
         self.wait = 0
 
     def on_train_begin(self, logs=None):
-        self.best, self.wait = (-math.inf, -math.inf), 0
+        self.best, self.wait = -math.inf, 0
 
     def on_epoch_end(self, epoch, logs=None):
-        rank = epoch_rank(logs or {}, self.monitor)
-        if rank > self.best:
-            self.best, self.wait = rank, 0
+        value = epoch_rank(logs or {}, self.monitor)[0]
+        if value > self.best:
+            self.best, self.wait = value, 0
             return
         self.wait += 1
         if self.wait >= self.patience:

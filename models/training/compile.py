@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import keras
 
-from models.backbones.registry import build_backbone, check_task
+from models.backbones.registry import (OWN_FRONTEND, build_backbone, check_model, check_task, features_shape,
+                                       model_framing)
 from models.classifier import build_classifier
 from models.training.trainer import Trainer
 from pipeline.config import Config
-from pipeline.features.frontend import frontend_output_shape
 from pipeline.features.stage import BatchStage
 from pipeline.records.labels import LabelSpec
 
@@ -73,12 +73,16 @@ def compile_model(model: keras.Model, cfg: Config, labels: LabelSpec, total_step
 def build_model(cfg: Config, labels: LabelSpec, total_steps: int = 1, steps_per_epoch: int = 1) -> Trainer:
     """The compiled Trainer around a new AudioClassifier. Call inside the strategy's scope."""
     check_task(cfg.model.name, labels.task)
-    sr, clip = cfg.audio.sample_rate_hz, cfg.audio.clip_samples
-    frames, bins = frontend_output_shape(cfg.frontend, sr, clip)
-    backbone = build_backbone(cfg.model, (frames, bins, 1), labels.num_outputs)
-    classifier = build_classifier(backbone, cfg.frontend, sr, clip, labels.task, labels.names)
-    trainer = Trainer(classifier, BatchStage(cfg.frontend, cfg.augment, sr), name="trainer")
-    trainer(keras.ops.zeros([1, frames, bins, 1]))  # built: fit need not trace it symbolically
+    check_model(cfg)
+    sr = cfg.audio.sample_rate_hz
+    frames = model_framing(cfg)
+    shape = features_shape(cfg, frames)
+    backbone = build_backbone(cfg.model, shape, labels.num_outputs, frames)
+    own = OWN_FRONTEND.get(cfg.model.name)
+    classifier = build_classifier(backbone, own.layer() if own else cfg.frontend, sr, frames, labels.task,
+                                  labels.names)
+    trainer = Trainer(classifier, BatchStage(classifier.frontend, cfg.augment, sr), name="trainer")
+    trainer(keras.ops.zeros([1, *shape]))  # built: fit need not trace it symbolically
     compile_model(trainer, cfg, labels, total_steps, steps_per_epoch)
     return trainer
 

@@ -15,6 +15,7 @@ from typing import Optional
 import pandas as pd
 import tensorflow as tf
 
+from models.backbones.registry import model_framing, model_frontend
 from pipeline.atomic import write_json
 from pipeline.config import Config, dump_config
 from pipeline.datasets import service
@@ -115,11 +116,17 @@ def make_datasets(cfg: Config, data: RunData, data_service: str = "",
     def served(ds: tf.data.Dataset, job: Optional[str] = None) -> tf.data.Dataset:
         return service.distribute(ds, data_service, job_name=job) if data_service else ds
 
-    train = served(make_dataset(data.part("train"), data.labels, cfg, training=True,
-                                noise_files=data.noise_files, repeat=True), data_service_job)
-    val = served(make_dataset(data.part("val"), data.labels, cfg, training=False))
-    test = served(make_dataset(data.part("test"), data.labels, cfg, training=False))
-    statistics = make_dataset(data.part("train"), data.labels, cfg, training=False, repeat=True)
+    frames = model_framing(cfg)
+    frontend = model_frontend(cfg, frames) if cfg.pipeline.placement == "pipeline" else None
+
+    def dataset(split: str, training: bool, repeat: bool = False) -> tf.data.Dataset:
+        return make_dataset(data.part(split), data.labels, cfg, frames, training,
+                            noise_files=data.noise_files if training else (), repeat=repeat, frontend=frontend)
+
+    train = served(dataset("train", training=True, repeat=True), data_service_job)
+    val = served(dataset("val", training=False))
+    test = served(dataset("test", training=False))
+    statistics = dataset("train", training=False, repeat=True)
     return Datasets(train, val, test, statistics, steps_per_epoch(cfg, data))
 
 

@@ -1,36 +1,32 @@
 """Cross-field checks of a Config: values each fine alone that cannot describe a run together."""
 from __future__ import annotations
 
-from pipeline.config.schema import Config, ConfigError
+from pipeline.config.schema import Config, ConfigError, FrontendConfig
 
 
-def check(cfg: Config) -> None:
-    """Cross-field checks: values each fine alone that cannot describe a run together."""
-    sr = cfg.audio.sample_rate_hz
-    nyquist = sr / 2.0
-    fe = cfg.frontend
+def frontend_problems(fe: FrontendConfig, sr: int) -> list[tuple[str, str]]:
+    """(dotted key, what was expected) for each frontend setting that cannot run at `sr` Hz:
+    checked with the whole config, and by the frontend itself for configs loaded from a model."""
     problems: list[tuple[str, str]] = []
+    nyquist = sr / 2.0
 
     def need(ok: bool, key: str, msg: str) -> None:
         if not ok:
             problems.append((key, msg))
 
-    need(sr > 0, "audio.sample_rate_hz", "a positive rate in Hz")
-    need(cfg.audio.clip_s > 0, "audio.clip_s", "a positive duration in seconds")
-    need(cfg.audio.mono == "mean" or cfg.audio.mono >= 0, "audio.mono", "'mean' or a channel index >= 0")
+    need(fe.kind in ("linear", "mel", "logmel", "mfcc", "pcen"), "frontend.kind", "a known kind")
+    need(fe.normalize in ("none", "standardize", "minmax"), "frontend.normalize", "a known normalisation")
     need((fe.window_s is None) != (fe.n_fft is None), "frontend.window_s",
          "exactly one of frontend.window_s and frontend.n_fft (set the other to null)")
     need((fe.hop_s is None) != (fe.hop_samples is None), "frontend.hop_s",
          "exactly one of frontend.hop_s and frontend.hop_samples (set the other to null)")
     if not problems:
         frame = fe.frame_length_samples(sr)
-        hop = fe.hop_length_samples(sr)
         need(frame >= 2, "frontend.window_s" if fe.window_s is not None else "frontend.n_fft",
              f"a window of at least 2 samples at {sr} Hz")
-        need(hop >= 1, "frontend.hop_s" if fe.hop_s is not None else "frontend.hop_samples",
+        need(fe.hop_length_samples(sr) >= 1, "frontend.hop_s" if fe.hop_s is not None else "frontend.hop_samples",
              f"a hop of at least 1 sample at {sr} Hz")
-        need(frame <= cfg.audio.clip_samples, "frontend.n_fft",
-             f"a window no longer than the clip ({cfg.audio.clip_samples} samples)")
+        need(frame <= fe.fft_length(sr), "frontend.n_fft", "a window no longer than n_fft")
     need(0 <= fe.fmin_hz < nyquist, "frontend.fmin_hz", f"0 <= fmin_hz < Nyquist ({nyquist:g} Hz)")
     if fe.fmax_hz is not None:
         need(fe.fmax_hz <= nyquist, "frontend.fmax_hz",
@@ -41,6 +37,27 @@ def check(cfg: Config) -> None:
     need(fe.power in (1.0, 2.0), "frontend.power", "1.0 (magnitude) or 2.0 (power)")
     need(fe.log_floor > 0, "frontend.log_floor", "a positive floor")
     need(fe.pcen_time_constant_s > 0, "frontend.pcen_time_constant_s", "a positive time in s")
+    return problems
+
+
+def check(cfg: Config) -> None:
+    """Cross-field checks: values each fine alone that cannot describe a run together."""
+    sr = cfg.audio.sample_rate_hz
+    fe = cfg.frontend
+    problems: list[tuple[str, str]] = []
+
+    def need(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            problems.append((key, msg))
+
+    need(sr > 0, "audio.sample_rate_hz", "a positive rate in Hz")
+    need(cfg.audio.clip_s > 0, "audio.clip_s", "a positive duration in seconds")
+    need(cfg.audio.mono == "mean" or cfg.audio.mono >= 0, "audio.mono", "'mean' or a channel index >= 0")
+    if sr > 0:
+        problems += frontend_problems(fe, sr)
+    if not problems:
+        need(fe.frame_length_samples(sr) <= cfg.audio.clip_samples, "frontend.n_fft",
+             f"a window no longer than the clip ({cfg.audio.clip_samples} samples)")
     aug = cfg.augment
     need(0 <= aug.noise_prob <= 1, "augment.noise_prob", "a probability in [0, 1]")
     need(aug.noise_snr_db_min <= aug.noise_snr_db_max, "augment.noise_snr_db_min",
@@ -77,6 +94,8 @@ def check(cfg: Config) -> None:
     need(0 < cfg.detect.threshold < 1, "detect.threshold", "a score in (0, 1)")
     need(0 < cfg.detect.onset_threshold <= 1, "detect.onset_threshold", "a score in (0, 1]")
     need(cfg.model.kernel_size >= 1, "model.kernel_size", "at least 1")
+    need(cfg.model.trainable_blocks >= 0 and cfg.model.head_units >= 0, "model.trainable_blocks",
+         "trainable_blocks and head_units of at least 0")
     need(cfg.model.width >= 1 and cfg.model.depth >= 1, "model.width", "width and depth of at least 1")
     need(cfg.detect.chunk_s > 0, "detect.chunk_s", "a positive duration in seconds")
     need(cfg.detect.max_event_s is None or cfg.detect.max_event_s > 0, "detect.max_event_s",

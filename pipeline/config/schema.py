@@ -170,6 +170,10 @@ class ModelConfig:
     # but the fixed baselines).
     global_pooling: Literal["avg", "max"] = "avg"
     dropout: float = 0.2
+    # Pretrained backbones (birdnet): the last MBConv blocks fine-tuned (0: the backbone frozen),
+    # and ReLU units of a hidden layer in the head (0: a linear head on the embedding).
+    trainable_blocks: int = 0
+    head_units: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,9 @@ and targets [B, K], or [B, frames, 2K] for task "frames".
 """
 from __future__ import annotations
 
+import functools
 import json
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,8 @@ import tensorflow as tf
 from pipeline.audio.formats import is_wav_path
 from pipeline.config import Config
 from pipeline.datasets.clips import frame_targets, frame_times_s, load_clip
-from pipeline.features.frontend import frontend_output_shape
+from pipeline.features.framing import Framing
+from pipeline.features.frontend import window_features
 from pipeline.features.stage import BatchStage
 from pipeline.records.labels import LabelSpec
 
@@ -73,14 +75,16 @@ def needs_compressed(files: Sequence[str]) -> bool:
     return not all(is_wav_path(f) for f in files)
 
 
-def noise_dataset(files: Sequence[str], cfg: Config) -> tf.data.Dataset:
-    """Endless stream of background clips (random crops of non-call audio) for noise mixing."""
+def noise_dataset(files: Sequence[str], cfg: Config, framing: Framing) -> tf.data.Dataset:
+    """Endless stream of background clips (random crops of non-call audio, with the windows'
+    context) for noise mixing."""
     compressed = needs_compressed(files)
     ds = tf.data.Dataset.from_tensor_slices(np.array(files, dtype=str)).repeat()
     ds = ds.shuffle(max(len(files), 1), seed=cfg.pipeline.seed + 7, reshuffle_each_iteration=True)
     ds = tf.data.Dataset.zip((ds, _seed_stream(cfg.pipeline.seed + 11)))
     nan = tf.constant(np.nan, tf.float64)
-    return ds.map(lambda f, s: load_clip(f, nan, nan, cfg.audio, True, s, compressed=compressed),
+    return ds.map(lambda f, s: load_clip(f, nan, nan, cfg.audio, True, s, compressed=compressed,
+                                         context=framing.context_samples),
                   num_parallel_calls=AUTOTUNE, deterministic=cfg.pipeline.deterministic)
 
 
@@ -91,11 +95,14 @@ def balanced_records(records: pd.DataFrame, labels: LabelSpec, seed: int) -> tf.
     return tf.data.Dataset.sample_from_datasets(parts, seed=seed, rerandomize_each_iteration=True)
 
 
-def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training: bool,
-                 noise_files: Sequence[str] = (), repeat: bool = False) -> tf.data.Dataset:
+def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, framing: Framing, training: bool,
+                 noise_files: Sequence[str] = (), repeat: bool = False,
+                 frontend: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.data.Dataset:
     """Batches for training (shuffled, random crops, augmentation) or evaluation (fixed order);
     elements as in the module docstring. `repeat`: endless (training reads steps_per_epoch
-    batches per epoch from one iterator)."""
+    batches per epoch from one iterator). `framing`: the model's windows and their context;
+    `frontend`: the model's frontend, for placement "pipeline" (default: the project's, with
+    cfg.frontend)."""
     p = cfg.pipeline
     compressed = needs_compressed(list(records["file"]))
     if training and cfg.train.balance == "sample":
@@ -112,16 +119,16 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training
     shift_s = cfg.augment.time_shift_max_s if cfg.augment.enabled else 0.0
     rates = known_rates(records)
 
-    num_frames = frontend_output_shape(cfg.frontend, cfg.audio.sample_rate_hz, cfg.audio.clip_samples)[0]
+    context = framing.context_samples
 
     def per_example(rec, seed):
         if labels.task != "frames":
             clip = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
-                             rates, compressed)
+                             rates, compressed, context=context)
             return clip, rec["target"]
         clip, start = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
-                                rates, compressed, with_start=True)
-        times = frame_times_s(start, num_frames, cfg.frontend, cfg.audio.sample_rate_hz)  # [frames]
+                                rates, compressed, with_start=True, context=context)
+        times = frame_times_s(start, framing.frames, cfg.frontend, cfg.audio.sample_rate_hz)  # [frames]
         targets = frame_targets(rec["events"], times, len(labels.names),
                                 cfg.train.onset_tolerance_s)  # [frames, 2K]
         # Frames outside the region (padding, or audio the record does not cover) hold no calls.
@@ -133,12 +140,15 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, training
         ds = ds.cache()
     ds = ds.batch(p.batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE,
                   deterministic=p.deterministic)
-    stage = BatchStage(cfg.frontend, cfg.augment, cfg.audio.sample_rate_hz)
+    if frontend is None:
+        frontend = functools.partial(window_features, cfg=cfg.frontend, sample_rate_hz=cfg.audio.sample_rate_hz,
+                                     framing=framing)
+    stage = BatchStage(frontend, cfg.augment, cfg.audio.sample_rate_hz)
     if training:
         parts = [ds, _seed_stream(p.seed + 1)]
         use_noise = cfg.augment.enabled and cfg.augment.noise_prob > 0 and len(noise_files) > 0
         if use_noise:
-            parts.append(noise_dataset(noise_files, cfg).batch(p.batch_size))
+            parts.append(noise_dataset(noise_files, cfg, framing).batch(p.batch_size))
 
         def pack(batch, seed, noise=None):
             waves, targets = batch

@@ -41,43 +41,60 @@ def crop_offset(region_samples: tf.Tensor, clip_samples: int, audio: AudioConfig
 
 def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: AudioConfig,
               training: bool, seed: Optional[tf.Tensor] = None, shift_max_s: float = 0.0,
-              rates: Sequence[int] = (), compressed: bool = True, with_start: bool = False):
-    """One record -> float32 [clip_samples] mono at audio.sample_rate_hz (with `with_start`:
-    (clip, the clip's first sample in seconds of file time, float64), for frame targets).
+              rates: Sequence[int] = (), compressed: bool = True, with_start: bool = False,
+              context: int = 0):
+    """One record -> float32 [clip_samples + 2 * context] mono at audio.sample_rate_hz: the clip and
+    `context` samples of the file on each side (zeros beyond its ends; see
+    pipeline.features.framing). With `with_start`: (that, the clip's first sample in seconds of
+    file time, float64), for frame targets.
 
-    Only the region [start_s, end_s) (NaN = whole file) is read and decoded (seek in WAV,
-    tensorflow-io's seeking readers for compressed files), and only the clip's output samples
-    are resampled, so a window of a long recording costs no more than the window. In
-    training, `shift_max_s` moves the crop by up to that much either way (time-shift
+    Only the region [start_s, end_s) (NaN = whole file) and the context around the clip are read
+    and decoded (seek in WAV, tensorflow-io's seeking readers for compressed files), and only the
+    output samples are resampled, so a window of a long recording costs no more than the window.
+    In training, `shift_max_s` moves the crop by up to that much either way (time-shift
     augmentation; audio beyond the region's ends reads as zeros). `rates`: the input rates
     expected (from the file scan), whose resampling filters are then built once per graph.
     `compressed=False`: WAV files only (see pipeline.audio.read.read_audio).
     """
     rate_out = audio.sample_rate_hz
     clip = audio.clip_samples
-    source = read_mono(path, start_s, end_s, audio.mono, compressed)
-    region, rate_in, first = source.samples, source.rate, source.first  # region: [region_frames]
-    region_out = resampled_length(tf.shape(region, out_type=tf.int64)[0], rate_in, rate_out)
-    offset = crop_offset(region_out, clip, audio, training, seed)
+    start_s = tf.cast(start_s, tf.float64)
+    end_s = tf.cast(end_s, tf.float64)
+    # The region's and the context's input frames: the crop is chosen in the region alone.
+    margin_s = (context + 64) / rate_out + float(shift_max_s)
+    whole = tf.math.is_nan(start_s) & tf.math.is_nan(end_s)
+    zero = tf.zeros([], tf.float64)
+    read_start = tf.where(whole, start_s, tf.maximum(start_s - margin_s, zero))
+    read_end = tf.where(whole, end_s, end_s + margin_s)
+    source = read_mono(path, read_start, read_end, audio.mono, compressed)
+    signal, rate_in = source.samples, source.rate  # [read_frames]
+    # The region in output samples, counted from the first sample read.
+    rate = tf.cast(rate_in, tf.float64)
+    region_first = tf.where(whole, zero, tf.round(start_s * rate) - tf.cast(source.first, tf.float64))
+    region_frames = tf.where(whole, tf.cast(tf.size(signal), tf.float64),
+                             tf.round(end_s * rate) - tf.round(start_s * rate))
+    region_lead = tf.cast(tf.math.ceil(region_first * rate_out / rate), tf.int64)
+    region_out = resampled_length(tf.cast(tf.maximum(region_frames, zero), tf.int64), rate_in, rate_out)
+    offset = region_lead + crop_offset(region_out, clip, audio, training, seed)
     shift = int(round(shift_max_s * rate_out))
     if training and seed is not None and shift > 0:
         shift_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         offset += tf.random.stateless_uniform([], shift_seed, minval=-shift, maxval=shift + 1,
                                               dtype=tf.int64)
+    length = clip + 2 * context
     if audio.pad_mode == "repeat":
         def tiled():
-            y = resample(region, rate_in, rate_out, rates)  # [region_out]
-            reps = clip // tf.maximum(tf.shape(y)[0], 1) + 1
-            return tf.tile(y, [reps])[:clip]
+            y = resample(signal, rate_in, rate_out, rates)  # [read_out]
+            reps = length // tf.maximum(tf.shape(y)[0], 1) + 1
+            return tf.tile(y, [reps])[:length]
         out = tf.cond(tf.logical_and(region_out < clip, region_out > 0), tiled,
-                      lambda: resample_segment(region, rate_in, rate_out, offset, clip, rates))
+                      lambda: resample_segment(signal, rate_in, rate_out, offset - context, length, rates))
     else:
-        out = resample_segment(region, rate_in, rate_out, offset, clip, rates)
-    out = tf.ensure_shape(out, [clip])  # [clip_samples]
+        out = resample_segment(signal, rate_in, rate_out, offset - context, length, rates)
+    out = tf.ensure_shape(out, [length])  # [clip_samples + 2 * context]
     if not with_start:
         return out
-    start = (tf.cast(first, tf.float64) / tf.cast(rate_in, tf.float64)
-             + tf.cast(offset, tf.float64) / float(rate_out))
+    start = (tf.cast(source.first, tf.float64) / rate + tf.cast(offset, tf.float64) / float(rate_out))
     return out, start
 
 

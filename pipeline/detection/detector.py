@@ -16,12 +16,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from models.backbones.registry import trunk_stride
+from models.classifier import saved_framing
 from pipeline.config import Config, load_config
 from pipeline.datasets.clips import frame_centres_s
 from pipeline.detection.events import (ONSET_PEAK_RADIUS_S, Event, events_from_scores, frame_events,
                                        stitch_frames)
 from pipeline.detection.plan import samples
-from pipeline.features.frontend import frontend_output_shape
+from pipeline.features.framing import Framing
 
 
 class DetectError(ValueError):
@@ -84,6 +86,7 @@ class ClipDetector:
     thresholds: dict[str, float]
     window: int                  # samples at the model rate
     hop: int
+    framing: Framing             # the model's windows and their context (pipeline.features.framing)
     min_gap_s: float
     min_duration_s: float
     max_event_s: Optional[float]  # longer events are split into calls (None: never)
@@ -197,6 +200,14 @@ class FrameDetector(ClipDetector):
 RUN_FILES = ("config.yaml", "labels.json", "model.keras")
 
 
+def legacy_framing(cfg: Config) -> Framing:
+    """The framing of a model saved before models had one: the clip and the frontend's half
+    window of audio on each side (models.classifier.AudioClassifier takes the same)."""
+    sr = cfg.audio.sample_rate_hz
+    return Framing(cfg.audio.clip_samples, cfg.frontend.hop_length_samples(sr), cfg.frontend.fft_length(sr),
+                   cfg.frontend.center)
+
+
 def load_detector(run: str | Path, settings: Settings = Settings()) -> ClipDetector:
     """The detector of a run directory written by train.py (or the tuner's best/), with the
     command line's settings over the run's `detect:` section."""
@@ -210,13 +221,18 @@ def load_detector(run: str | Path, settings: Settings = Settings()) -> ClipDetec
     sr = cfg.audio.sample_rate_hz
     window = cfg.audio.clip_samples
     frames = task == "frames"
+    model_frames = saved_framing(run / "model.keras") or legacy_framing(cfg)
     hop_s = settings.hop_s or cfg.detect.hop_s or cfg.audio.clip_s / (2 if frames else 4)
     hop = samples(hop_s, sr)
     if hop < 1:
         raise DetectError(f"--hop-s {hop_s}: expected at least one sample at {sr} Hz")
-    if frames:  # windows start on frame boundaries, so their frames line up
-        step = cfg.frontend.hop_length_samples(sr)
-        hop = int(np.clip(round(hop / step), 1, frontend_output_shape(cfg.frontend, sr, window)[0])) * step
+    # Windows start on frame boundaries (their frames are cut from a chunk's), and on the trunk's
+    # stride where the trunk runs once per chunk (models.streaming).
+    step = model_frames.hop * (trunk_stride(cfg.model.name, cfg.model) if model_frames.trunk_context_frames else 1)
+    steps = max(1, round(hop / step))
+    if frames:  # a frame model's windows must overlap, to stitch their frames
+        steps = min(steps, model_frames.frames * model_frames.hop // step)
+    hop = steps * step
     max_event_s = cfg.detect.max_event_s if settings.max_event_s is None else settings.max_event_s
     if max_event_s is not None and max_event_s <= 0:
         raise DetectError(f"--max-event-s {max_event_s}: expected a positive duration in seconds")
@@ -225,6 +241,7 @@ def load_detector(run: str | Path, settings: Settings = Settings()) -> ClipDetec
         run=run, cfg=cfg, names=tuple(names), task=task, calls=tuple(calls),
         columns=score_columns(names, task, calls),
         thresholds=parse_thresholds(settings.thresholds, cfg.detect.threshold, calls), window=window, hop=hop,
+        framing=model_frames,
         min_gap_s=float(cfg.detect.min_gap_s if settings.min_gap_s is None else settings.min_gap_s),
         min_duration_s=float(cfg.detect.min_duration_s if settings.min_duration_s is None
                              else settings.min_duration_s),

@@ -6,11 +6,13 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
+import pandas as pd
 
 from pipeline.atomic import atomic_write
+from pipeline.detection.evaluate import match_events
 from pipeline.detection.events import Event
 
 
@@ -41,8 +43,11 @@ class Spectrogram:
 
 def write_plot(path: Path, title: str, spectrogram: Spectrogram, scores: np.ndarray, labels: Sequence[str],
                columns: Sequence[int], thresholds: dict, events: Sequence[Event], hop_s: float,
-               window_s: float, sample_rate_hz: int) -> None:
-    """PNG: the spectrogram, the score trace of every label with its threshold, and the events."""
+               window_s: float, sample_rate_hz: int, truth: Optional[pd.DataFrame] = None,
+               min_overlap: float = 0.3) -> None:
+    """PNG: the spectrogram, the score trace of every label with its threshold, and the events.
+    With `truth` (the file's true calls: label, start_s, end_s), also the true calls, and the
+    misses (true calls no event matches) and false alarms (events that match no call) marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -64,6 +69,8 @@ def write_plot(path: Path, title: str, spectrogram: Spectrogram, scores: np.ndar
             if e.label == label:
                 bottom.axvspan(e.start_s, e.end_s, fc=colour, alpha=0.25, ec="white", lw=0.6)  # edges part neighbours
                 top.axvspan(e.start_s, e.end_s, ymin=0.97, ymax=1.0, color=colour, lw=0)
+    if truth is not None:
+        _mark_truth(top, bottom, truth, events, labels, colours, min_overlap)
     bottom.set_ylim(0, 1.02)
     bottom.set_xlim(0, duration)
     bottom.set_xlabel("time (s)")
@@ -72,6 +79,27 @@ def write_plot(path: Path, title: str, spectrogram: Spectrogram, scores: np.ndar
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
     plt.close(fig)
+
+
+def _mark_truth(top, bottom, truth: pd.DataFrame, events: Sequence[Event], labels: Sequence[str], colours,
+                min_overlap: float) -> None:
+    """True calls as bars under the score axis; misses (red x) and false alarms (red o)."""
+    for k, label in enumerate(labels):
+        calls = truth[truth["label"] == label]
+        true_spans = list(zip(calls["start_s"].astype(float), calls["end_s"].astype(float)))
+        found = [(e.start_s, e.end_s) for e in events if e.label == label]
+        matched = match_events(found, true_spans, min_overlap)
+        hit_true, hit_found = {t for _, t in matched}, {d for d, _ in matched}
+        colour = colours[k % len(colours)]
+        for i, (start, end) in enumerate(true_spans):
+            bottom.plot([start, end], [-0.04 - 0.02 * k] * 2, color=colour, lw=3, solid_capstyle="butt",
+                        clip_on=False)
+            if i not in hit_true:
+                top.plot((start + end) / 2, 0.5, "x", color="red", ms=9, mew=2, transform=top.get_xaxis_transform())
+        for i, (start, end) in enumerate(found):
+            if i not in hit_found:
+                top.plot((start + end) / 2, 0.5, "o", mfc="none", color="red", ms=9, mew=1.5,
+                         transform=top.get_xaxis_transform())
 
 
 class Progress:

@@ -4,7 +4,9 @@ A file's windows (of `window` samples every `hop`, at the model rate) are groupe
 a fixed number of windows (Chunk, chunk_plan), and each chunk into the input frames it needs from
 the file (Read, plan_read): a read starts on an input frame where the resampler's polyphase
 pattern restarts and reaches its kernels' span beyond the samples wanted, so each chunk computed
-on its own gives the samples of the whole file resampled at once.
+on its own gives the samples of the whole file resampled at once. A chunk may also want `context`
+samples on each side of its windows (real audio where the file has it, zeros before its start and
+after its end).
 
 Time convention: window i covers samples [i * hop, i * hop + window), i.e. [i * hop_s, i * hop_s +
 window_s) with hop_s = hop / rate (the rounded hop in samples, so times never drift over long
@@ -69,14 +71,16 @@ def chunk_plan(num_samples: int, window: int, hop: int, chunk_windows: int) -> l
 
 @dataclasses.dataclass(frozen=True)
 class Read:
-    """Input frames [first_frame, last_frame) of a file, and the output samples wanted from them:
-    [offset, offset + length) of their resampled signal, of which the first `valid` lie within
-    the file (the rest is the zero padding of the last window)."""
+    """How a chunk's `length` model-rate samples [chunk.start - context, chunk.start + chunk.length
+    + context) come from a file: `lead` zeros (before the file start), then `valid` samples, those
+    at [offset, offset + valid) of the resampled signal of input frames [first_frame, last_frame),
+    then zeros (past the file end) up to `length`."""
 
     first_frame: int
     last_frame: int
     offset: int
     length: int
+    lead: int
     valid: int
 
 
@@ -92,33 +96,42 @@ def context_frames(rate_in: int, rate_out: int) -> int:
     return resample_lib.input_reach(rate_in, rate_out)
 
 
-def plan_read(chunk: Chunk, info: AudioInfo, rate_out: int) -> Read:
-    """The input frames a chunk needs and where its output samples sit in their resampled signal."""
+def plan_read(chunk: Chunk, info: AudioInfo, rate_out: int, context: int = 0) -> Read:
+    """The input frames a chunk and `context` model-rate samples on each side of it need, and where
+    those samples sit in their resampled signal."""
+    if context < 0:
+        raise ValueError(f"context must be >= 0 samples, got {context}")
     rate_in = info.sample_rate_hz
     period_in, period_out = alignment(rate_in, rate_out)
-    context = context_frames(rate_in, rate_out)
-    # Output n sits at input n * period_in / period_out (the resampler's possibly approximated ratio).
-    lo = chunk.start * period_in // period_out - context
-    k = max(0, lo // period_in)
-    first = min(k * period_in, info.frames)
-    hi = -(-(chunk.start + chunk.length) * period_in // period_out) + context
-    last = max(first, min(info.frames, hi))
+    reach = context_frames(rate_in, rate_out)
     total = resample_lib.resampled_length(info.frames, rate_in, rate_out)
-    valid = int(np.clip(total - chunk.start, 0, chunk.length))
-    return Read(first, last, chunk.start - k * period_out, chunk.length, valid)
+    wanted, length = chunk.start - context, chunk.length + 2 * context
+    # The wanted samples that lie in the file: [begin, end) of the whole file's resampled signal.
+    begin = int(np.clip(wanted, 0, total))
+    end = int(np.clip(wanted + length, begin, total))
+    # Output n sits at input n * period_in / period_out (the resampler's possibly approximated ratio).
+    k = max(0, (begin * period_in // period_out - reach) // period_in)
+    first = min(k * period_in, info.frames)
+    last = max(first, min(info.frames, -(-end * period_in // period_out) + reach))
+    if end == begin:  # nothing of the file wanted (a last window past its end): nothing read, all zeros
+        return Read(first, first, 0, length, 0, 0)
+    return Read(first, last, begin - k * period_out, length, begin - wanted, end - begin)
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One file to stream: its path, header info and chunk plan at the model rate."""
+    """One file to stream: its path, header info and chunk plan at the model rate, and the
+    `context` samples each chunk's read adds on either side."""
 
     path: str
     info: AudioInfo
     chunks: tuple[Chunk, ...]
     reads: tuple[Read, ...]
+    context: int = 0
 
 
-def make_job(path: str, info: AudioInfo, rate_out: int, window: int, hop: int, chunk_windows: int) -> Job:
+def make_job(path: str, info: AudioInfo, rate_out: int, window: int, hop: int, chunk_windows: int,
+             context: int = 0) -> Job:
     total = resample_lib.resampled_length(info.frames, info.sample_rate_hz, rate_out)
     chunks = tuple(chunk_plan(total, window, hop, chunk_windows))
-    return Job(str(path), info, chunks, tuple(plan_read(c, info, rate_out) for c in chunks))
+    return Job(str(path), info, chunks, tuple(plan_read(c, info, rate_out, context) for c in chunks), context)

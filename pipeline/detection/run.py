@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -54,6 +55,7 @@ class Result:
     records: list[dict]  # one per finished file (counts, events, best scores)
     bad: list[tuple[str, str]]  # (file, reason)
     report: Optional[dict]  # against the truth table
+    startup_s: Optional[float] = None  # from the call until the first chunk was scored
 
 
 def input_files(inputs: str, recursive: bool) -> list[str]:
@@ -83,7 +85,25 @@ def output_names(paths: list[str], inputs: str) -> dict[str, str]:
     return {p: Path(p).name for p in paths}
 
 
+def plan_jobs(detector: ClipDetector, paths: list[str], chunk_s: Optional[float] = None
+              ) -> tuple[list[Job], list[tuple[str, str]]]:
+    """(a Job per file to stream, (file, reason) for each file its header check refuses)."""
+    cfg, sr = detector.cfg, detector.sample_rate_hz
+    chunk_windows = windows_per_chunk(chunk_s or cfg.detect.chunk_s, sr, detector.window, detector.hop)
+    jobs, bad = [], []
+    for path in paths:
+        try:
+            info = checked_info(path, mono=cfg.audio.mono)
+        except BadAudio as err:
+            bad.append((path, str(err)))
+            continue
+        jobs.append(make_job(path, info, sr, detector.window, detector.hop, chunk_windows,
+                             context=detector.framing.context_samples))
+    return jobs, bad
+
+
 def detect(options: Options) -> Result:
+    start = time.perf_counter()
     detector = load_detector(options.model, options.settings)
     limit_heap_growth()  # a 3-hour file needs no more memory than a 3-minute one
     cfg, sr = detector.cfg, detector.sample_rate_hz
@@ -102,19 +122,11 @@ def detect(options: Options) -> Result:
     pending = [p for p in paths if records[p] is None]
     if len(pending) < len(paths):
         print(f"{len(paths) - len(pending)} file(s) already finished in {outputs.out} (skipped; --overwrite redoes them)")
-    bad: list[tuple[str, str]] = []
-    jobs: list[Job] = []
-    chunk_windows = windows_per_chunk(options.chunk_s or cfg.detect.chunk_s, sr, detector.window, detector.hop)
-    for path in pending:
-        try:
-            info = checked_info(path, mono=cfg.audio.mono)
-        except BadAudio as err:
-            bad.append((path, str(err)))
-            continue
-        jobs.append(make_job(path, info, sr, detector.window, detector.hop, chunk_windows))
+    jobs, bad = plan_jobs(detector, pending, options.chunk_s)
+    timing: dict[str, float] = {}
     if jobs:
         progress = Progress(len(jobs), sum(j.info.duration_s for j in jobs))
-        for job, result in score_files(detector, jobs, options.plot, progress, cfg.detect.batch_size):
+        for job, result in score_files(detector, jobs, options.plot, progress, cfg.detect.batch_size, timing):
             if isinstance(result, Problem):
                 bad.append((job.path, str(result)))
             else:
@@ -133,7 +145,8 @@ def detect(options: Options) -> Result:
         print(counts.to_string(index=False) if len(counts) else "no files processed")
     if bad:
         print(f"{len(bad)} file(s) could not be read: see {outputs.out / 'bad_files.csv'}")
-    return Result(done, bad, report)
+    first = timing.get("first_chunk_at")
+    return Result(done, bad, report, None if first is None else first - start)
 
 
 def finish_file(job: Job, detector: ClipDetector, outputs: Outputs, scores: np.ndarray, digest: str,

@@ -5,11 +5,12 @@ Run in a tf.data map (pipeline.placement "pipeline") or inside the trainer's ste
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import tensorflow as tf
 
-from pipeline.config import AugmentConfig, FrontendConfig
+from pipeline.config import AugmentConfig
 from pipeline.features import augment as aug
-from pipeline.features.frontend import compute_features
 
 
 class BatchStage:
@@ -19,16 +20,19 @@ class BatchStage:
     step (placement "device"); both give identical features for the same batch and seed.
     """
 
-    def __init__(self, frontend: FrontendConfig, augment: AugmentConfig, sample_rate_hz: int):
+    def __init__(self, frontend: Callable[[tf.Tensor], tf.Tensor], augment: AugmentConfig, sample_rate_hz: int):
+        """`frontend`: windows with their context [batch, input_samples] -> features [batch,
+        frames, bins, channels]; the model's own frontend layer (one frontend for training,
+        detection and export)."""
         self.frontend = frontend
         self.augment = augment
         self.sample_rate_hz = sample_rate_hz
 
     def features(self, waves: tf.Tensor) -> tf.Tensor:
-        return compute_features(waves, self.frontend, self.sample_rate_hz)  # [batch, frames, bins, 1]
+        return self.frontend(waves)  # [batch, frames, bins, channels]
 
     def __call__(self, batch: dict, labels: tf.Tensor, training: bool):
-        waves = batch["audio"]  # [batch, samples]
+        waves = batch["audio"]  # [batch, input_samples]
         if not (training and self.augment.enabled):
             return self.features(waves), labels
         seed = tf.cast(batch["seed"], tf.int64)

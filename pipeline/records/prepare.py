@@ -22,7 +22,7 @@ from pipeline.records.splits import split_records
 from pipeline.records.windows import annotation_records, frame_records
 
 
-def _annotation_table(cfg: Config) -> pd.DataFrame:
+def annotation_table(cfg: Config) -> pd.DataFrame:
     """All annotation tables named by data.annotations (a path or a glob under data.root)."""
     root = Path(cfg.data.root)
     pattern = cfg.data.annotations
@@ -64,7 +64,7 @@ def prepare_records(cfg: Config, run_dir: Optional[Path] = None) -> tuple[pd.Dat
     limits = Limits(min_duration_s=min_duration_s(cfg))
     unlabelled = pd.DataFrame(columns=REPORT_COLUMNS)
     if d.source == "annotations":
-        table = _annotation_table(cfg)
+        table = annotation_table(cfg)
         files = sorted(set(table["file"]))
     else:
         records = load_records(d)

@@ -23,6 +23,7 @@ quiet_tensorflow()
 import numpy as np
 import pandas as pd
 
+from models.backbones.registry import model_framing
 from pipeline.config import from_dict
 from pipeline.datasets.build import make_dataset
 from pipeline.records.labels import LabelSpec
@@ -61,7 +62,7 @@ def main(argv=None) -> None:
                             "group": info["file"], "sample_rate_hz": info["sample_rate_hz"]})
     labels = LabelSpec.from_records(records, "multiclass")
     # The endless stream train.py fits on (one iterator for all epochs).
-    batches = iter(make_dataset(records, labels, cfg, training=True, repeat=True))
+    batches = iter(make_dataset(records, labels, cfg, model_framing(cfg), training=True, repeat=True))
     per_epoch = len(records) // args.batch_size
     for _ in range(per_epoch):  # warm-up epoch: tracing, file cache, autotuning
         next(batches)

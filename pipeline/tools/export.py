@@ -23,6 +23,7 @@ quiet_tensorflow()
 import numpy as np
 import pandas as pd
 
+from models.backbones.registry import model_framing
 from pipeline.config import add_config_arguments, config_from_arguments
 from pipeline.datasets.build import make_dataset
 from pipeline.records.labels import LabelSpec
@@ -38,7 +39,7 @@ def export_split(cfg, records: pd.DataFrame, labels: LabelSpec, split: str, out:
         cfg.pipeline, placement="pipeline", batch_size=shard_size, shuffle_buffer=0))
     if not augmented:
         cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, enabled=False))
-    dataset = make_dataset(part, labels, cfg, training=augmented)
+    dataset = make_dataset(part, labels, cfg, model_framing(cfg), training=augmented)
     out.mkdir(parents=True, exist_ok=True)
     listing, row = [], 0
     for shard, (inputs, targets) in enumerate(dataset):

@@ -1,0 +1,197 @@
+"""How well a detector finds and counts calls in recordings it has never seen: leave one recording
+out, in turn, over an annotated archive.
+
+python -m pipeline.tools.crossval --config configs/piha.yaml --out runs/cv-piha [--set k=v ...]
+                                  [--folds 0,3] [--jobs-only]
+
+For every recording R of the archive (its annotation table's files): a model is trained by the
+path train.py runs (models.training.run.train) on the other recordings, one of which (the next,
+in a fixed rotation) only picks the best epoch and the detection thresholds; then R's calls are
+detected with those thresholds and matched to R's true calls (pipeline.detection.evaluate). The
+thresholds never look at R: per call label, the one (of THRESHOLDS) with the best event F1 on the
+fold's validation recording, ties to the config's own.
+
+Writes OUT/fold_<k>/ (a train.py run directory, with the detected events), OUT/crossval.json
+(per fold and pooled: precision, recall, event F1, true and detected counts, per-file count
+errors, the thresholds chosen, seconds) and OUT/<recording>.png (spectrogram, scores, detected
+and true events, misses and false alarms marked), and prints one table. Finished folds are kept:
+the same command resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from pipeline.quiet import quiet_tensorflow
+
+quiet_tensorflow()
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from models.training.run import train  # noqa: E402
+from pipeline.atomic import write_json  # noqa: E402
+from pipeline.config import Config, ConfigError, add_config_arguments, config_from_arguments  # noqa: E402
+from pipeline.detection.detector import ClipDetector, load_detector  # noqa: E402
+from pipeline.detection.display import Progress, write_plot  # noqa: E402
+from pipeline.detection.evaluate import evaluate  # noqa: E402
+from pipeline.detection.run import plan_jobs  # noqa: E402
+from pipeline.detection.scoring import FileState, score_files  # noqa: E402
+from pipeline.records.prepare import annotation_table  # noqa: E402
+
+# Score thresholds tried on each fold's validation recording.
+THRESHOLDS = tuple(np.round(np.arange(0.1, 0.96, 0.05), 2))
+TABLE_COLUMNS = ["fold", "recording", "validation", "true", "detected", "matched", "precision", "recall", "f1",
+                 "count_error", "seconds"]
+
+
+@dataclasses.dataclass
+class Scored:
+    """A recording's model outputs (the detector's trace) and what it takes to draw them."""
+
+    path: str
+    name: str
+    duration_s: float
+    trace: np.ndarray
+    state: FileState
+
+
+def recordings(cfg: Config) -> list[str]:
+    """The annotated recordings of the config's archive, sorted."""
+    if cfg.data.source != "annotations":
+        raise ConfigError("data.source: cross-validation by recording needs an annotation table "
+                          "(data.source: annotations)")
+    return sorted(set(annotation_table(cfg)["file"]))
+
+
+def score(detector: ClipDetector, paths: list[str], plot: bool = False) -> dict[str, Scored]:
+    """Each readable recording's trace (windows or frames, see ClipDetector.trace)."""
+    jobs, _bad = plan_jobs(detector, paths)
+    progress = Progress(len(jobs), sum(j.info.duration_s for j in jobs))
+    out = {}
+    for job, result in score_files(detector, jobs, plot, progress, detector.cfg.detect.batch_size):
+        progress.advance(files=1)
+        if isinstance(result, FileState):
+            trace = detector.trace(np.concatenate(result.scores), job.info.duration_s)
+            out[job.path] = Scored(job.path, Path(job.path).name, job.info.duration_s, trace, result)
+    progress.close()
+    return out
+
+
+def events_table(detector: ClipDetector, scored: dict[str, Scored]) -> pd.DataFrame:
+    rows = [(s.name, e.label, e.start_s, e.end_s) for s in scored.values()
+            for e in detector.events(s.trace, s.duration_s)]
+    return pd.DataFrame(rows, columns=["file", "label", "start_s", "end_s"])
+
+
+def choose_thresholds(detector: ClipDetector, scored: dict[str, Scored], truth: pd.DataFrame) -> dict[str, float]:
+    """Per call label, the threshold of THRESHOLDS with the best event F1 on `scored` (ties: the
+    one nearest the detector's own)."""
+    chosen = {}
+    files = [s.name for s in scored.values()]
+    for label in detector.calls:
+        def f1(threshold: float) -> float:
+            trial = dataclasses.replace(detector, thresholds={**detector.thresholds, label: threshold})
+            report = evaluate(events_table(trial, scored), truth, files, [label], detector.cfg.detect.match_min_overlap)
+            return report["classes"][label]["f1"]
+        scores = {t: f1(float(t)) for t in THRESHOLDS}
+        best = max(scores.values())
+        chosen[label] = float(min((t for t, f in scores.items() if f == best),
+                                  key=lambda t: abs(t - detector.thresholds[label])))
+    return chosen
+
+
+def named_truth(cfg: Config) -> pd.DataFrame:
+    table = annotation_table(cfg)
+    return table.assign(file=[Path(f).name for f in table["file"]])[["file", "label", "start_s", "end_s"]]
+
+
+def run_fold(cfg: Config, fold: int, test: str, validation: str, out: Path, truth: pd.DataFrame) -> dict:
+    """Trains the fold's model (unless finished before), chooses thresholds on `validation` and
+    detects in `test`; returns the fold's row and its detected events."""
+    fold_dir = out / f"fold_{fold}"
+    fold_cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, test_groups=[Path(test).name], val_groups=[Path(validation).name]))
+    start = time.time()
+    if not (fold_dir / "metrics.json").exists():
+        train(fold_cfg, fold_dir, verbose=2)
+    detector = load_detector(fold_dir)
+    thresholds = choose_thresholds(detector, score(detector, [validation]), truth)
+    detector = dataclasses.replace(detector, thresholds=thresholds)
+    scored = score(detector, [test], plot=True)
+    events = events_table(detector, scored)
+    name = Path(test).name
+    report = evaluate(events, truth, [name], detector.calls, cfg.detect.match_min_overlap)
+    for s in scored.values():
+        true_events = truth[truth["file"] == s.name]
+        write_plot(out / f"{Path(s.name).stem}.png", f"{s.name} (fold {fold})", s.state.spectrogram, s.trace,
+                   list(detector.calls), [detector.columns[c] for c in detector.calls], detector.thresholds,
+                   detector.events(s.trace, s.duration_s), detector.row_hop_s, detector.row_window_s,
+                   detector.sample_rate_hz, truth=true_events, min_overlap=cfg.detect.match_min_overlap)
+    totals = report["totals"]
+    errors = [r["count_error"] for r in report["files"] if r["count_error"] is not None]
+    row = {"fold": fold, "recording": name, "validation": Path(validation).name, "true": totals["true_count"],
+           "detected": totals["detected_count"], "matched": totals["tp"], "precision": totals["precision"],
+           "recall": totals["recall"], "f1": totals["f1"], "count_error": float(np.mean(errors)) if errors else None,
+           "seconds": round(time.time() - start, 1), "thresholds": thresholds}
+    events.to_csv(fold_dir / "crossval_events.csv", index=False)
+    return row
+
+
+def pooled(rows: list[dict], events: pd.DataFrame, truth: pd.DataFrame, cfg: Config, labels) -> dict:
+    files = [r["recording"] for r in rows]
+    report = evaluate(events, truth, files, labels, cfg.detect.match_min_overlap)
+    totals = report["totals"]
+    return {"recordings": len(files), "true": totals["true_count"], "detected": totals["detected_count"],
+            "matched": totals["tp"], "precision": totals["precision"], "recall": totals["recall"],
+            "f1": totals["f1"], "mean_abs_count_error": totals["mean_abs_count_error"],
+            "per_file": [{k: r[k] for k in ("file", "label", "true_count", "detected_count", "count_error")}
+                         for r in report["files"]]}
+
+
+def format_table(rows: list[dict], total: dict) -> str:
+    table = pd.DataFrame([{k: r[k] for k in TABLE_COLUMNS} for r in rows])
+    lines = [table.to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+    lines.append(f"\npooled over {total['recordings']} recordings, {total['true']} calls: precision "
+                 f"{total['precision']:.3f}, recall {total['recall']:.3f}, event F1 {total['f1']:.3f}; "
+                 f"mean |count error| per file {total['mean_abs_count_error']:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    parser.add_argument("--out", required=True, help="folder of the folds and crossval.json (rerun to resume)")
+    parser.add_argument("--folds", default="", help="only these folds, e.g. 0,3 (default: every recording)")
+    args = parser.parse_args(argv)
+    cfg = config_from_arguments(args)
+    out = Path(args.out)
+    try:
+        paths = recordings(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    if len(paths) < 3:
+        print(f"config error: cross-validation by recording needs 3 or more recordings, found {len(paths)}",
+              file=sys.stderr)
+        return 2
+    folds = [int(f) for f in args.folds.split(",") if f.strip()] or list(range(len(paths)))
+    truth = named_truth(cfg)
+    rows, events = [], []
+    for fold in folds:
+        rows.append(run_fold(cfg, fold, paths[fold], paths[(fold + 1) % len(paths)], out, truth))
+        events.append(pd.read_csv(out / f"fold_{fold}" / "crossval_events.csv"))
+    labels = sorted(set(truth["label"]))
+    total = pooled(rows, pd.concat(events, ignore_index=True), truth, cfg, labels)
+    write_json({"config": str(args.config), "overrides": args.set, "folds": rows, "pooled": total},
+               out / "crossval.json")
+    print(format_table(rows, total))
+    print(f"-> {out / 'crossval.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
