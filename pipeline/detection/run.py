@@ -115,6 +115,9 @@ def detect(options: Options) -> Result:
         raise DetectError(f"--input {options.input}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})"
                           + (f" of the {options.split} split" if options.split else ""))
     outputs = Outputs(Path(options.out), output_names(paths, options.input), options.plot, options.save_scores)
+    # The true calls, in the outputs' file names, for the plots (--truth --plot).
+    truth = (align_truth_files(read_truth(options.truth), {outputs.names[p]: p for p in paths})[0]
+             if options.truth and options.plot else None)
     digest = detector.digest()
     write_json({**detector.settings(), "digest": digest}, outputs.out / "detect.json")
 
@@ -131,7 +134,7 @@ def detect(options: Options) -> Result:
                 bad.append((job.path, str(result)))
             else:
                 scores = np.concatenate(result.scores)  # [windows, outputs]
-                records[job.path] = finish_file(job, detector, outputs, scores, digest, result.spectrogram)
+                records[job.path] = finish_file(job, detector, outputs, scores, digest, result.spectrogram, truth)
             progress.advance(files=1, name=outputs.names[job.path])
         progress.close()
 
@@ -150,8 +153,9 @@ def detect(options: Options) -> Result:
 
 
 def finish_file(job: Job, detector: ClipDetector, outputs: Outputs, scores: np.ndarray, digest: str,
-                spectrogram: Spectrogram | None) -> dict:
-    """Events of one scored file and its outputs; the finished-record goes last and is returned."""
+                spectrogram: Spectrogram | None, truth: Optional[pd.DataFrame] = None) -> dict:
+    """Events of one scored file and its outputs; the finished-record goes last and is returned.
+    `truth` (calls of every file, by output name): drawn on the plot with misses and false alarms."""
     name, calls = outputs.names[job.path], list(detector.calls)
     columns = [detector.columns[c] for c in calls]
     windows = len(scores)
@@ -166,7 +170,9 @@ def finish_file(job: Job, detector: ClipDetector, outputs: Outputs, scores: np.n
                      detector.row_window_s, detector.row_offset_s)
     if spectrogram is not None:
         write_plot(outputs.file(job.path, ".png"), name, spectrogram, scores, calls, columns, detector.thresholds,
-                   events, detector.row_hop_s, detector.row_window_s, detector.sample_rate_hz)
+                   events, detector.row_hop_s, detector.row_window_s, detector.sample_rate_hz,
+                   truth=None if truth is None else truth[truth["file"] == name],
+                   min_overlap=detector.cfg.detect.match_min_overlap)
     record = {
         "file": name, "path": job.path, "digest": digest, "duration_s": job.info.duration_s,
         "windows": int(windows), "counts": count_events(events, calls),
@@ -177,12 +183,17 @@ def finish_file(job: Job, detector: ClipDetector, outputs: Outputs, scores: np.n
     return record
 
 
-def report_truth(path: str, records: list[dict], detector: ClipDetector, out: Path) -> dict:
-    """eval.json and the console table: the finished files' events against the truth table."""
+def read_truth(path: str) -> pd.DataFrame:
+    """The --truth table (pipeline.records.annotations.read_truth_table), or a DetectError."""
     try:
-        truth = read_truth_table(path)
+        return read_truth_table(path)
     except (AnnotationError, OSError) as err:
         raise DetectError(f"--truth {path}: {err}") from None
+
+
+def report_truth(path: str, records: list[dict], detector: ClipDetector, out: Path) -> dict:
+    """eval.json and the console table: the finished files' events against the truth table."""
+    truth = read_truth(path)
     files = [r["file"] for r in records]
     truth, ignored = align_truth_files(truth, {r["file"]: r["path"] for r in records})
     detected = pd.DataFrame([(r["file"], *e[:3]) for r in records for e in r["events"]],
