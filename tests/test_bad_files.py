@@ -14,6 +14,7 @@ import train
 from pipeline.audio.info import Limits
 from pipeline.records.scan import check_file
 from tests.brokenfiles import FORBIDDEN, RATE, write_corpus
+from tests.helpers import set_args
 
 
 def kind(reason: str) -> str:
@@ -81,7 +82,7 @@ def test_train_and_detect_report_every_bad_file_and_use_every_good_one(corpus, t
                  "augment.enabled=false", "train.epochs=1", "model.width=4", "model.depth=1",
                  "pipeline.batch_size=4", "train.image_examples=0", "data.val_fraction=0.2",
                  "data.test_fraction=0.2"]
-    assert train.main(["--config", str(config), "--out", str(run), *[a for o in overrides for a in ("--set", o)]]) == 0
+    assert train.main(["--config", str(config), "--out", str(run), *set_args(overrides)]) == 0
     bad = pd.read_csv(run / "bad_files.csv")
     reasons = {Path(f).name: r for f, r in zip(bad["file"], bad["reason"]) if Path(f).parent.name == "calls"}
     assert_plain(bad["reason"])

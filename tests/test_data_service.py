@@ -2,7 +2,6 @@
 pipeline; the `python -m pipeline.datasets.service` commands start working servers."""
 import gc
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import tensorflow as tf
 
 from models.backbones.registry import model_framing
 from pipeline.datasets import service as data_service
 from pipeline.config import from_dict
 from pipeline.datasets.build import make_dataset
 from pipeline.records.labels import LabelSpec
+from tests.helpers import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 8000
@@ -122,9 +121,7 @@ def test_addresses_and_unreachable_dispatcher():
     assert data_service.service_address(" grpc://10.0.0.2:5050 ") == "grpc://10.0.0.2:5050"
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         data_service.service_address("host")
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]  # closed again below: nothing listens there
+    port, = free_ports(1)  # nothing listens there
     with pytest.raises(ConnectionError, match=f"no dispatcher answers.*--port {port}"):
         data_service.check_reachable(f"localhost:{port}", timeout_s=2)
 
@@ -132,11 +129,7 @@ def test_addresses_and_unreachable_dispatcher():
 def test_command_line_servers(tmp_path, wav_records):
     """The documented commands start a dispatcher and a worker that serve make_dataset's pipeline
     (the worker process has to load tensorflow-io's kernels itself)."""
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("localhost", 0))
-            ports.append(s.getsockname()[1])
+    ports = free_ports(2)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     commands = [["dispatcher", "--port", ports[0], "--work-dir", tmp_path / "dispatcher"],
                 ["worker", "--dispatcher", f"localhost:{ports[0]}", "--port", ports[1], "--host", "localhost"]]
@@ -167,4 +160,3 @@ def test_command_line_servers(tmp_path, wav_records):
         for p in procs:
             p.kill()
             p.wait()
-    assert all(p.returncode is not None for p in procs)

@@ -112,7 +112,7 @@ def test_placements_give_identical_features(corpus):
     assert on_device[0][0]["audio"].shape == (3, model_framing(device_cfg).input_samples)
     assert on_cpu[0][0]["features"].ndim == 4  # features computed in tf.data
     stage = BatchStage(model_frontend(device_cfg, model_framing(device_cfg)), device_cfg.augment, SR)
-    for (inputs, y), (batch, y_dev) in zip(on_cpu, on_device):
+    for (inputs, y), (batch, y_dev) in zip(on_cpu, on_device, strict=True):
         got, got_y = stage({k: tf.constant(v) for k, v in batch.items()}, tf.constant(y_dev), training=True)
         np.testing.assert_allclose(got.numpy(), inputs["features"], atol=1e-4)
         np.testing.assert_array_equal(got_y.numpy(), y)
@@ -181,10 +181,56 @@ def test_time_shift_moves_the_crop_within_bounds(tmp_path):
 
 
 def test_balanced_sampling_draws_labels_equally(tmp_path):
-    from pipeline.datasets.build import balanced_records
+    from pipeline.datasets.build import _records_dataset, balanced_records
     records = pd.DataFrame({"file": [f"f{i}" for i in range(50)], "start_s": np.nan, "end_s": np.nan,
                             "label": ["rare"] * 5 + ["common"] * 45, "group": [f"g{i}" for i in range(50)]})
     labels = LabelSpec.from_records(records, "multiclass")
-    drawn = [r["target"].numpy().argmax() for r in balanced_records(records, labels, 0).take(2000)]
+    drawn = [r["target"].numpy().argmax() for r in balanced_records(records, 0, lambda part: _records_dataset(part, labels)).take(2000)]
     share = np.mean(drawn)
     assert abs(share - 0.5) < 0.05  # 5 rare vs 45 common files, drawn about equally
+
+
+@pytest.mark.parametrize("pad_mode", ["zero", "repeat"])
+def test_clips_cut_from_a_cached_region_equal_clips_read_directly(tmp_path, pad_mode):
+    """Training keeps each record's region in memory (read_region) and crops later epochs from
+    it: the same clip, sample for sample, as load_clip reading the file, for regions inside a
+    long file, at its ends, shorter than the clip, and whole files; with context and shifts."""
+    from pipeline.datasets.clips import clip_from_region, read_region
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "long.wav"
+    sf.write(path, (0.3 * rng.normal(size=int(6.3 * 22050))).astype(np.float32), 22050)
+    short = tmp_path / "short.wav"
+    sf.write(short, tone(700, 0.4, 44100), 44100)
+    audio = config(audio={"pad_mode": pad_mode, "pad_position": "random"}).audio
+    cases = [(path, 2.0, 2.6), (path, 0.05, 1.5), (path, 5.8, 6.3), (path, 1.0, 4.0),
+             (path, np.nan, np.nan), (short, np.nan, np.nan), (short, 0.1, 0.3)]
+    for file, start, end in cases:
+        args = (tf.constant(str(file)), tf.constant(start, tf.float64), tf.constant(end, tf.float64))
+        for training, seed in ((False, None), (True, tf.constant([3, 5], tf.int64)), (True, tf.constant([9, 1], tf.int64))):
+            direct, first = load_clip(*args, audio, training, seed, shift_max_s=0.2, context=700, with_start=True)
+            region = read_region(*args, audio, shift_max_s=0.2, context=700)
+            cut, cut_first = clip_from_region(region, audio, training, seed, shift_max_s=0.2, with_start=True,
+                                              context=700)
+            np.testing.assert_allclose(cut.numpy(), direct.numpy(), atol=1e-5, err_msg=f"{file.name} {start} {end}")
+            assert abs(float(cut_first) - float(first)) < 1e-9
+
+
+def test_training_caches_regions_within_the_budget_and_reads_files_beyond_it(corpus):
+    """pipeline.cache_mb: the same first epoch with the cache and without it (the cache is a
+    copy, never a change); region_megabytes sizes regions at the model rate."""
+    from pipeline.datasets.build import region_megabytes
+
+    records = corpus.assign(duration_s=[2.0, 0.6, 3.5, 1.2, 1.0, 2.5])
+    assert region_megabytes(records, SR, 0.5) == pytest.approx(10.8 * SR * 4 / 1e6)
+    assert region_megabytes(records.drop(columns="duration_s"), SR, 0.5) is None
+    labels = LabelSpec.from_records(records, "multiclass")
+    batches = []
+    for budget in (0, 100):
+        cfg = config(pipeline={"batch_size": 3, "cache_mb": budget, "seed": 4},
+                     augment={"enabled": True, "time_shift_max_s": 0.1})
+        framing = model_framing(cfg)
+        ds = make_dataset(records, labels, cfg, framing, training=True)
+        batches.append([inputs["audio"].numpy() for inputs, _ in ds])
+    for cached, read in zip(*batches, strict=True):
+        np.testing.assert_allclose(cached, read, atol=1e-5)

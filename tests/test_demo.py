@@ -12,6 +12,7 @@ import pytest
 import detect
 import train
 from pipeline.tools.synth import synthesize
+from tests.helpers import set_args
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 # Validation accuracy may not fall by more than this from one epoch to the next after epoch 5.
@@ -26,7 +27,7 @@ def demo_data(tmp_path_factory):
 
 def train_demo(data: dict, out: Path, *overrides: str) -> dict:
     sets = [f"data.root={data['root']}", *overrides]
-    assert train.main(["--config", str(DEMO), "--out", str(out), *[a for s in sets for a in ("--set", s)]]) == 0
+    assert train.main(["--config", str(DEMO), "--out", str(out), *set_args(sets)]) == 0
     return json.loads((out / "metrics.json").read_text())
 
 

@@ -8,7 +8,6 @@ hung collective fails the test instead of blocking CI.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ if __name__ == "__main__":  # run as a worker script
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from models.training.strategy import StrategyPlan, plan_strategy  # noqa: E402
+from tests.helpers import free_ports  # noqa: E402
 
 SR = 8000
 TIMEOUT_S = 240  # generous: CI machines may be busy; a hang still ends
@@ -173,16 +173,6 @@ def test_fit_resumes_after_last_finished_epoch(local_run, tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Distributed runs (subprocesses)
-
-
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def run_processes(role, arg_lists, tmp_path, envs=None):

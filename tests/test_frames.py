@@ -16,6 +16,7 @@ from pipeline.detection.events import frame_events, onset_peaks, stitch_frames
 from pipeline.features.frontend import frontend_output_shape
 from pipeline.records.splits import split_records
 from pipeline.records.windows import frame_records
+from tests.helpers import set_args
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -262,7 +263,7 @@ def test_a_frame_model_trained_on_annotated_recordings_counts_their_calls(tmp_pa
                  "train.learning_rate=0.01", "train.image_examples=0", "pipeline.batch_size=8"]
     run = tmp_path / "run"
     assert train.main(["--config", str(CONFIGS / "demo.yaml"), "--out", str(run),
-                       *[a for o in overrides for a in ("--set", o)]]) == 0
+                       *set_args(overrides)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "test" and set(metrics["per_class"]) == {"call", "call_onset"}
 

@@ -12,7 +12,8 @@ from pipeline.audio import resample as resample_lib
 from pipeline.audio.info import AudioInfo, BadAudio, checked_info
 from pipeline.audio.read import read_audio, to_mono
 from pipeline.detection.plan import Chunk, alignment, make_job, plan_read, windows_per_chunk
-from pipeline.detection.stream import SPECTROGRAM_BANDS, SPECTROGRAM_FRAME, chunk_stream, overview_spectrogram
+from pipeline.detection.display import SPECTROGRAM_BANDS, SPECTROGRAM_FRAME, overview_spectrogram
+from pipeline.detection.stream import chunk_stream
 
 
 def whole_file(path: str, rate_out: int, mono="mean") -> np.ndarray:

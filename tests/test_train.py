@@ -16,16 +16,13 @@ import tensorflow as tf
 
 import train
 from pipeline.tools.synth import synthesize
+from tests.helpers import set_args
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "configs" / "demo.yaml"
 ARTIFACTS = ("config.yaml", "split_manifest.csv", "split_manifest.sha256", "bad_files.csv", "labels.json",
              "model.keras", "export/saved_model.pb", "metrics.json", "classification_report.txt",
              "confusion_matrix.png", "training_curves.png", "history.csv")
-
-
-def _sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +37,7 @@ def tiny_run(demo_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     overrides = [f"data.root={demo_data}", "train.epochs=2", "model.width=4", "model.depth=1",
                  "pipeline.batch_size=16", "train.image_examples=4"]
-    assert train.main(["--config", str(DEMO), "--out", str(run), *_sets(overrides)]) == 0
+    assert train.main(["--config", str(DEMO), "--out", str(run), *set_args(overrides)]) == 0
     return run
 
 
@@ -65,7 +62,10 @@ def test_export_and_model_keras_give_the_same_scores(tiny_run):
     exported = tf.saved_model.load(str(tiny_run / "export"))
     serve = exported.signatures["serving_default"]
     clip = serve.structured_input_signature[1]["waveform"].shape[1]
-    assert clip == 24000  # 1.5 s at 16 kHz: raw waveform in, frontend inside
+    meta = {k: v.numpy() for k, v in exported.signatures["metadata"]().items()}
+    # 1.5 s at 16 kHz and the frontend's half window of real audio on each side: raw waveform
+    # in, frontend inside.
+    assert meta["clip_samples"] == 24000 and clip == meta["input_samples"] == 24000 + 2 * 256
     wave = np.random.default_rng(0).normal(0, 0.1, (3, clip)).astype(np.float32)
     expected = model(wave, training=False).numpy()
     got = serve(waveform=tf.constant(wave))["scores"].numpy()
@@ -89,24 +89,10 @@ def test_tensorboard_has_scalars_images_confusion_matrix_and_pr_curves(tiny_run)
     assert {"pr/noise", "pr/pulses", "pr/upsweep", "pr/whistle"} <= tags
 
 
-def test_short_training_on_demo_data_is_accurate(demo_data, tmp_path):
-    """The demo's call types differ in shape (upsweep, vibrato whistle, pulse train, noise), so
-    a small CNN separates them almost perfectly (the full demo reaches 1.0); chance is 0.25.
-    0.85 on the 16 test clips allows two errors for a 12-epoch run on 24 clips per class, short
-    enough that augmentation is left off (it slows convergence more than it helps here)."""
-    overrides = [f"data.root={demo_data}", "train.epochs=12", "model.width=16", "model.depth=3",
-                 "pipeline.batch_size=8", "train.learning_rate=0.01", "train.early_stopping_patience=20",
-                 "train.image_examples=0", "augment.enabled=false"]
-    assert train.main(["--config", str(DEMO), "--out", str(tmp_path), *_sets(overrides)]) == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["examples"] == 16
-    assert metrics["accuracy"] >= 0.85, metrics
-
-
 def test_killed_run_resumes_at_the_next_epoch(demo_data, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), "--config", str(DEMO), "--out", str(run),
-               *_sets([f"data.root={demo_data}", "train.epochs=8", "model.width=4", "model.depth=1",
+               *set_args([f"data.root={demo_data}", "train.epochs=8", "model.width=4", "model.depth=1",
                        "pipeline.batch_size=16", "train.early_stopping_patience=50"])]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -129,3 +115,18 @@ def test_killed_run_resumes_at_the_next_epoch(demo_data, tmp_path):
     epochs = [line.split()[1] for line in second.stdout.splitlines() if line.startswith("Epoch ")]
     assert epochs[0] == f"{done + 1}/8", epochs  # resumes after the last finished epoch
     assert list(pd.read_csv(history)["epoch"]) == list(range(8))
+
+
+def test_training_metrics_read_soft_targets_as_decisions():
+    """Mixup and label smoothing give targets like 0.7: counted as positive (>= 0.5), so a
+    model that gets every decision right scores 1 on the training metrics."""
+    from models.training.compile import HardBinaryAccuracy, HardPrecision, HardRecall
+
+    targets = np.array([[0.7], [0.2], [0.6], [0.1]], np.float32)
+    scores = np.array([[0.9], [0.3], [0.8], [0.05]], np.float32)
+    for metric in (HardBinaryAccuracy(), HardPrecision(), HardRecall()):
+        metric.update_state(targets, scores)
+        assert float(metric.result()) == 1.0, type(metric).__name__
+    plain = keras.metrics.BinaryAccuracy()
+    plain.update_state(targets, scores)
+    assert float(plain.result()) == 0.0  # what the plain metric reports for the same decisions

@@ -2,7 +2,6 @@
 the synthesized demo data: every output, resume after a kill, a chief with two workers."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from models.backbones.registry import REGISTRY
 from pipeline.config import ConfigError, load_config
 from pipeline.tools.synth import synthesize
 from tuning import hypermodel, search, space, tuners
+from tests.helpers import free_ports, set_args
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -62,7 +62,7 @@ def demo(*overrides):
 def search_args(data_root, out, max_trials):
     sets = [f"data.root={data_root}", *TINY]
     return ["--config", str(CONFIGS / "demo.yaml"), "--out", str(out), "--tuner", "random",
-            "--max-trials", str(max_trials), *[a for s in sets for a in ("--set", s)]]
+            "--max-trials", str(max_trials), *set_args(sets)]
 
 
 def read_trials(out):
@@ -318,15 +318,9 @@ def test_a_trial_that_kills_its_process_fails_and_the_search_goes_on(demo_data, 
     assert (out / "best" / "model.keras").exists()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_distributed_chief_and_two_workers(demo_data, tmp_path):
     out = tmp_path / "distributed"
-    port = str(free_port())
+    port = str(free_ports(1)[0])
     procs, logs = {}, {}
     for tuner_id in ("chief", "tuner0", "tuner1"):
         env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",

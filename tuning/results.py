@@ -93,7 +93,7 @@ def export_best(tuner, trial, base: Config, data: setup.RunData, out: Path) -> O
     except ConfigError as err:
         raise SystemExit(f"best trial {trial.trial_id}: {err}") from None
     dump_config(cfg, best_dir / "config.yaml")
-    setup.write_labels(data.labels, best_dir)
+    data.labels.save(best_dir)
     for name in RUN_FILES:
         if (out / name).exists():
             shutil.copy2(out / name, best_dir / name)

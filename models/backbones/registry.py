@@ -81,8 +81,11 @@ class OwnFrontend:
 
 
 OWN_FRONTEND: dict[str, OwnFrontend] = {
-    "birdnet": OwnFrontend(birdnet_family.BirdNETSpectrogram, birdnet_family.FRAMING, birdnet_family.FEATURES_SHAPE),
+    "birdnet": OwnFrontend(birdnet_family.birdnet_spectrogram, birdnet_family.FRAMING, birdnet_family.FEATURES_SHAPE),
 }
+
+# Families whose weights come with terms of their own: the notice a run directory carries.
+LICENCE_NOTICES: dict[str, Callable[[], str]] = {"birdnet": birdnet_family.licence_notice}
 
 
 def check_model(cfg: Config) -> None:

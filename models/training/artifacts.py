@@ -1,6 +1,6 @@
 """What a finished run leaves for people and other programs: metrics.json, the classification
 report, the confusion matrix and training curves, and export/ (a SavedModel on raw waveforms that
-carries its class names and audio settings)."""
+carries its class names and audio settings), and MODEL_LICENCE.txt when pretrained weights carry terms."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +9,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
+from models.backbones.registry import LICENCE_NOTICES
 from models.classifier import AudioClassifier
 from models.training import reports
 from models.training.evaluation import classification_metrics, decisions, inference_ms_per_example, predict_scores
@@ -17,6 +18,10 @@ from models.training.trainer import Trainer
 from pipeline.atomic import write_json, write_text
 from pipeline.config import Config
 from pipeline.features.stage import BatchStage
+
+
+# Beside model.keras and in export/assets when the model's weights carry terms of their own.
+LICENCE_FILE = "MODEL_LICENCE.txt"
 
 
 def read_history(run_dir: Path) -> pd.DataFrame:
@@ -89,5 +94,9 @@ def finish_run(model: AudioClassifier, cfg: Config, data: RunData, sets: Dataset
     if len(history):
         (run_dir / "training_curves.png").write_bytes(reports.training_curves_png(history))
     export_savedmodel(model, run_dir / "export")
+    if cfg.model.name in LICENCE_NOTICES:
+        notice = LICENCE_NOTICES[cfg.model.name]()
+        write_text(run_dir / LICENCE_FILE, notice)
+        write_text(run_dir / "export" / "assets" / LICENCE_FILE, notice)
     return metrics
 

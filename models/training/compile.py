@@ -57,6 +57,29 @@ def optimizer(cfg: Config, total_steps: int, steps_per_epoch: int) -> keras.opti
     return made
 
 
+class _HardTargets:
+    """Counts an example as positive for a label when its target is at least 0.5: mixup and
+    label smoothing make training targets soft, which Keras's threshold metrics would otherwise
+    read as never equal to a decision (accuracy) or as positive whenever above 0 (precision,
+    recall)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = keras.ops.cast(keras.ops.greater_equal(y_true, 0.5), y_pred.dtype)
+        return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+
+
+class HardBinaryAccuracy(_HardTargets, keras.metrics.BinaryAccuracy):
+    pass
+
+
+class HardPrecision(_HardTargets, keras.metrics.Precision):
+    pass
+
+
+class HardRecall(_HardTargets, keras.metrics.Recall):
+    pass
+
+
 def compile_model(model: keras.Model, cfg: Config, labels: LabelSpec, total_steps: int = 1,
                   steps_per_epoch: int = 1) -> None:
     smoothing = cfg.train.label_smoothing
@@ -65,8 +88,8 @@ def compile_model(model: keras.Model, cfg: Config, labels: LabelSpec, total_step
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     else:
         loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
-        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
-    metrics += [keras.metrics.Precision(name="precision"), keras.metrics.Recall(name="recall")]
+        metrics = [HardBinaryAccuracy(name="accuracy")]
+    metrics += [HardPrecision(name="precision"), HardRecall(name="recall")]
     model.compile(optimizer=optimizer(cfg, total_steps, steps_per_epoch), loss=loss, metrics=metrics)
 
 

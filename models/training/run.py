@@ -16,7 +16,7 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from models.backbones.registry import check_task
+from models.backbones.registry import check_model, check_task
 from models.classifier import load_classifier
 from models.training import artifacts, compile, setup
 from models.training.callbacks import (STATISTICS_EXAMPLES, BatchStatistics, BestCheckpoint, EarlyStopping,
@@ -85,6 +85,7 @@ def train(cfg: Config, run_dir: Path, data_service: str = "", verbose: Optional[
     """Trains a run into `run_dir` (resuming it if it was killed) and returns its metrics (None
     on the workers of a multi-worker run other than the chief)."""
     check_task(cfg.model.name, cfg.train.task)  # before the data scan, which can take minutes
+    check_model(cfg)
     strategy = choose_strategy()  # before any other TensorFlow op (MultiWorkerMirroredStrategy)
     print(describe(strategy))
     check_batch_size(cfg.pipeline.batch_size, strategy)

@@ -8,7 +8,6 @@ The tuner prepares the records once and builds the datasets per trial from the t
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,6 @@ import pandas as pd
 import tensorflow as tf
 
 from models.backbones.registry import model_framing, model_frontend
-from pipeline.atomic import write_json
 from pipeline.config import Config, dump_config
 from pipeline.datasets import service
 from pipeline.datasets.build import make_dataset
@@ -63,7 +61,7 @@ def prepare_run(cfg: Config, run_dir: Path, quiet: bool = False) -> RunData:
     records, _bad = prepare_records(cfg, run_dir)
     digest = write_manifest(records, run_dir)
     labels = LabelSpec.from_records(records, cfg.train.task, cfg.data.negative_label)
-    write_labels(labels, run_dir)
+    labels.save(run_dir)
     data = RunData(records, labels, digest, noise_files(cfg))
     if not quiet:
         sizes = ", ".join(f"{s} {len(data.part(s))}" for s in SPLITS)
@@ -77,12 +75,13 @@ def load_run_data(cfg: Config, run_dir: Path) -> RunData:
     if "events" in records:
         records["events"] = records["events"].fillna("[]")
     digest = (run_dir / "split_manifest.sha256").read_text().strip()
-    return RunData(records, read_labels(run_dir), digest, noise_files(cfg))
+    return RunData(records, LabelSpec.load(run_dir), digest, noise_files(cfg))
 
 
 def noise_files(cfg: Config) -> list[str]:
-    """Background recordings for noise mixing: augment.noise_glob under data.root. Listed
-    whenever the glob is set (the tuner may turn mixing on for a config that has it off)."""
+    """Background recordings for noise mixing: augment.noise_glob under data.root, when
+    augmentation is on and the glob is set (whether noise is mixed is augment.noise_prob's call,
+    so the tuner may turn mixing on for a config that has it off)."""
     if not (cfg.augment.enabled and cfg.augment.noise_glob):
         return []
     return sorted(str(p) for p in Path(cfg.data.root).glob(cfg.augment.noise_glob))
@@ -91,15 +90,6 @@ def noise_files(cfg: Config) -> list[str]:
 def steps_per_epoch(cfg: Config, data: RunData) -> int:
     """Training batches per epoch: one pass over the training split."""
     return max(1, len(data.part("train")) // cfg.pipeline.batch_size)
-
-
-def write_labels(labels: LabelSpec, run_dir: Path) -> None:
-    write_json({"names": list(labels.names), "task": labels.task}, run_dir / "labels.json")
-
-
-def read_labels(run_dir: Path) -> LabelSpec:
-    meta = json.loads((run_dir / "labels.json").read_text())
-    return LabelSpec(tuple(meta["names"]), meta["task"])
 
 
 def make_datasets(cfg: Config, data: RunData, data_service: str = "",

@@ -227,7 +227,7 @@ def read_audio_range(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor,
     the first one. They are exactly ``read_audio(path)[0][first:first + frames]``: a window past
     the end gives 0 frames, an end past the end is clipped, an end before the start gives 0
     frames; a NaN start means 0 and a NaN end the end of the file. Rounding is half to even
-    (tf.round), as in ``pipeline.datasets.build.load_clip``.
+    (tf.round), as in ``pipeline.datasets.clips.load_clip``.
 
     What is read:
     - WAV: the first 8 KiB for the header, then only the window's bytes (tfio's ranged file

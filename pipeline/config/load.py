@@ -3,6 +3,7 @@ copy written next to every run. Every error names the file, the dotted key and w
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import sys
@@ -158,10 +159,11 @@ _BLOCK_POOLING_MODELS = ("small_cnn", "crnn")
 
 
 def upgrade_legacy(raw: dict) -> dict:
-    """A config written before three keys changed, in today's keys (a copy; others unchanged):
+    """A config written before some keys changed, in today's keys (a copy; others unchanged):
     model.pooling became model.block_pooling (small_cnn, crnn) or model.global_pooling (the
     rest); detect.window_s, which could only be the clip length, is gone; audio.mono's channel
-    index is a number ("0" -> 0). Run directories of earlier versions load through this."""
+    index is a number ("0" -> 0); pipeline.cache (evaluation clips in memory) became the
+    budget pipeline.cache_mb. Run directories of earlier versions load through this."""
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     model = raw.get("model")
     if isinstance(model, dict) and "pooling" in model:
@@ -174,6 +176,9 @@ def upgrade_legacy(raw: dict) -> dict:
         if window_s is not None and window_s != clip_s:
             raise ConfigError(f"detect.window_s: removed (windows are the trained clip length, audio.clip_s); "
                               f"got {window_s!r}")
+    pipeline = raw.get("pipeline")
+    if isinstance(pipeline, dict):
+        pipeline.pop("cache", None)
     audio = raw.get("audio")
     if isinstance(audio, dict) and isinstance(audio.get("mono"), str) and audio["mono"].isdigit():
         audio["mono"] = int(audio["mono"])
@@ -234,10 +239,17 @@ def add_config_arguments(parser) -> None:
                         help="override a config value (repeatable)")
 
 
-def config_from_arguments(args) -> Config:
-    """load_config for parsed --config/--set; a bad config ends the command with exit code 2."""
+@contextlib.contextmanager
+def exit_on_config_error():
+    """A ConfigError inside ends the command: `config error: ...` on stderr, exit code 2."""
     try:
-        return load_config(args.config, args.set)
+        yield
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def config_from_arguments(args) -> Config:
+    """load_config for parsed --config/--set; a bad config ends the command with exit code 2."""
+    with exit_on_config_error():
+        return load_config(args.config, args.set)

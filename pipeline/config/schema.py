@@ -115,7 +115,10 @@ class PipelineConfig:
     # (the GPU when one is present).
     placement: Literal["pipeline", "device"] = "device"
     shuffle_buffer: int = 2048
-    cache: bool = False
+    # Decoded audio at the model rate kept in memory after the first pass, per split, when the
+    # split's audio fits in this many MB (training: each record's region with the margins its
+    # crops can reach, so later epochs only crop; evaluation: the clips). 0: read every time.
+    cache_mb: int = 1024
     # Fixed element order and fixed parallel results, for reproducible runs.
     deterministic: bool = True
     seed: int = 1234

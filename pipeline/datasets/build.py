@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from pipeline.audio.formats import is_wav_path
 from pipeline.config import Config
-from pipeline.datasets.clips import frame_targets, frame_times_s, load_clip
+from pipeline.datasets.clips import (clip_from_region, frame_targets, frame_times_s, load_clip, read_margin_s,
+                                     read_region)
 from pipeline.features.framing import Framing
 from pipeline.features.frontend import window_features
 from pipeline.features.stage import BatchStage
@@ -88,11 +89,24 @@ def noise_dataset(files: Sequence[str], cfg: Config, framing: Framing) -> tf.dat
                   num_parallel_calls=AUTOTUNE, deterministic=cfg.pipeline.deterministic)
 
 
-def balanced_records(records: pd.DataFrame, labels: LabelSpec, seed: int) -> tf.data.Dataset:
-    """Endless record stream drawing every label equally often (tf.data resampling)."""
-    parts = [_records_dataset(part, labels).repeat().shuffle(max(len(part), 1), seed=seed + i)
+def balanced_records(records: pd.DataFrame, seed: int,
+                     stream: Callable[[pd.DataFrame], tf.data.Dataset]) -> tf.data.Dataset:
+    """Endless stream drawing every label equally often (tf.data resampling); `stream` makes
+    each label's element stream from its records."""
+    parts = [stream(part).repeat().shuffle(max(len(part), 1), seed=seed + i)
              for i, (_, part) in enumerate(records.groupby("label", sort=True))]
     return tf.data.Dataset.sample_from_datasets(parts, seed=seed, rerandomize_each_iteration=True)
+
+
+def region_megabytes(records: pd.DataFrame, sample_rate_hz: int, margin_s: float) -> Optional[float]:
+    """Memory the records' regions take decoded at the model rate, with `margin_s` read on each
+    side of a region (a whole file is read as it is); None when the file scan did not give
+    every file's duration."""
+    if "duration_s" not in records or records["duration_s"].isna().any():
+        return None
+    whole = records["start_s"].isna() & records["end_s"].isna()
+    seconds = np.where(whole, records["duration_s"], records["end_s"] - records["start_s"] + 2 * margin_s)
+    return float(np.sum(seconds)) * sample_rate_hz * 4 / 1e6
 
 
 def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, framing: Framing, training: bool,
@@ -102,32 +116,32 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, framing:
     elements as in the module docstring. `repeat`: endless (training reads steps_per_epoch
     batches per epoch from one iterator). `framing`: the model's windows and their context;
     `frontend`: the model's frontend, for placement "pipeline" (default: the project's, with
-    cfg.frontend)."""
+    cfg.frontend).
+
+    Within pipeline.cache_mb, decoded audio stays in memory after the first pass: in training
+    each record's region (read_region; the crops of later epochs are cut from it), in
+    evaluation the clips themselves."""
     p = cfg.pipeline
     compressed = needs_compressed(list(records["file"]))
-    if training and cfg.train.balance == "sample":
-        # Endless; one epoch is still len(records) examples.
-        ds = balanced_records(records, labels, p.seed).take(len(records))
-    else:
-        ds = _records_dataset(records, labels)
-        if training and p.shuffle_buffer > 0:
-            ds = ds.shuffle(min(p.shuffle_buffer, len(records)), seed=p.seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = tf.data.Dataset.zip((ds, _seed_stream(p.seed)))
-
     shift_s = cfg.augment.time_shift_max_s if cfg.augment.enabled else 0.0
     rates = known_rates(records)
-
     context = framing.context_samples
+    with_start = labels.task == "frames"
+    if training:
+        megabytes = region_megabytes(records, cfg.audio.sample_rate_hz, read_margin_s(cfg.audio, context, shift_s))
+    else:
+        megabytes = len(records) * (cfg.audio.clip_samples + 2 * context) * 4 / 1e6
+    cached = megabytes is not None and megabytes <= p.cache_mb
 
-    def per_example(rec, seed):
-        if labels.task != "frames":
-            clip = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
-                             rates, compressed, context=context)
-            return clip, rec["target"]
-        clip, start = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
-                                rates, compressed, with_start=True, context=context)
+    def example(rec, seed, region=None):
+        if region is None:
+            got = load_clip(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, training, seed, shift_s,
+                            rates, compressed, with_start=with_start, context=context)
+        else:
+            got = clip_from_region(region, cfg.audio, training, seed, shift_s, with_start=with_start, context=context)
+        if not with_start:
+            return got, rec["target"]
+        clip, start = got
         times = frame_times_s(start, framing.frames, cfg.frontend, cfg.audio.sample_rate_hz)  # [frames]
         targets = frame_targets(rec["events"], times, len(labels.names),
                                 cfg.train.onset_tolerance_s)  # [frames, 2K]
@@ -135,9 +149,36 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, framing:
         inside = (times >= rec["start_s"]) & (times < rec["end_s"])  # [frames]
         return clip, targets * tf.cast(inside, tf.float32)[:, None]
 
-    ds = ds.map(per_example, num_parallel_calls=AUTOTUNE, deterministic=p.deterministic)
-    if p.cache and not training:
-        ds = ds.cache()
+    def stream(part: pd.DataFrame) -> tf.data.Dataset:
+        """The records of a table; cached training: with their regions, read on the first pass."""
+        ds = _records_dataset(part, labels)
+        if training and cached:
+            ds = ds.map(lambda rec: (rec, read_region(rec["file"], rec["start_s"], rec["end_s"], cfg.audio, shift_s,
+                                                      rates, compressed, context)),
+                        num_parallel_calls=AUTOTUNE, deterministic=p.deterministic).cache()
+        return ds
+
+    if not training:
+        ds = _records_dataset(records, labels).map(lambda rec: example(rec, None), num_parallel_calls=AUTOTUNE,
+                                                   deterministic=p.deterministic)
+        if cached:
+            ds = ds.cache()
+        if repeat:
+            ds = ds.repeat()
+    else:
+        if cfg.train.balance == "sample":
+            # Endless; one epoch is still len(records) examples.
+            ds = balanced_records(records, p.seed, stream).take(len(records))
+        else:
+            ds = stream(records)
+            if p.shuffle_buffer > 0:
+                ds = ds.shuffle(min(p.shuffle_buffer, len(records)), seed=p.seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = tf.data.Dataset.zip((ds, _seed_stream(p.seed)))
+        ds = ds.map((lambda element, seed: example(element[0], seed, element[1])) if cached else example,
+                    num_parallel_calls=AUTOTUNE, deterministic=p.deterministic)
+
     ds = ds.batch(p.batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE,
                   deterministic=p.deterministic)
     if frontend is None:

@@ -2,7 +2,7 @@
 targets the calls it holds, frame by frame (pipeline.datasets.build maps these per record)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +39,80 @@ def crop_offset(region_samples: tf.Tensor, clip_samples: int, audio: AudioConfig
     return tf.where(slack >= 0, drawn_offset, shorter)
 
 
+class Region(NamedTuple):
+    """A record's region with the margins a crop may reach, decoded and at the model rate: what
+    training caches per record (pipeline.datasets.build), so later epochs only crop."""
+    audio: tf.Tensor  # float32 [n]
+    lead: tf.Tensor  # int64: index in `audio` of the region's first sample
+    length: tf.Tensor  # int64: the region's length in output samples
+    first_s: tf.Tensor  # float64: file time of audio[0]
+
+
+def read_margin_s(audio: AudioConfig, context: int, shift_max_s: float) -> float:
+    """Audio read on each side of a record's region: the windows' context, the time shift and
+    the resampler's reach (64 output samples)."""
+    return (context + 64) / audio.sample_rate_hz + float(shift_max_s)
+
+
+def _read(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: AudioConfig, margin_s: float,
+          compressed: bool):
+    """The region [start_s, end_s) (NaN = whole file) with `margin_s` on each side, as read:
+    (MonoRegion, the region's first output sample counted from the first sample read, the
+    region's length in output samples)."""
+    rate_out = audio.sample_rate_hz
+    start_s = tf.cast(start_s, tf.float64)
+    end_s = tf.cast(end_s, tf.float64)
+    whole = tf.math.is_nan(start_s) & tf.math.is_nan(end_s)
+    zero = tf.zeros([], tf.float64)
+    read_start = tf.where(whole, start_s, tf.maximum(start_s - margin_s, zero))
+    read_end = tf.where(whole, end_s, end_s + margin_s)
+    source = read_mono(path, read_start, read_end, audio.mono, compressed)
+    rate = tf.cast(source.rate, tf.float64)
+    region_first = tf.where(whole, zero, tf.round(start_s * rate) - tf.cast(source.first, tf.float64))
+    region_frames = tf.where(whole, tf.cast(tf.size(source.samples), tf.float64),
+                             tf.round(end_s * rate) - tf.round(start_s * rate))
+    region_lead = tf.cast(tf.math.ceil(region_first * rate_out / rate), tf.int64)
+    region_out = resampled_length(tf.cast(tf.maximum(region_frames, zero), tf.int64), source.rate, rate_out)
+    return source, region_lead, region_out
+
+
+def _crop_start(region_lead: tf.Tensor, region_out: tf.Tensor, audio: AudioConfig, training: bool,
+                seed: Optional[tf.Tensor], shift_max_s: float) -> tf.Tensor:
+    """The clip's first output sample, counted like region_lead: the crop in the region
+    (crop_offset) moved by the time shift in training."""
+    offset = region_lead + crop_offset(region_out, audio.clip_samples, audio, training, seed)
+    shift = int(round(shift_max_s * audio.sample_rate_hz))
+    if training and seed is not None and shift > 0:
+        shift_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+        offset += tf.random.stateless_uniform([], shift_seed, minval=-shift, maxval=shift + 1,
+                                              dtype=tf.int64)
+    return offset
+
+
+def _repeats(region_out: tf.Tensor, clip: int) -> tf.Tensor:
+    """pad_mode "repeat": whether the region is tiled instead of zero padded (shorter than the
+    clip, and not empty)."""
+    return tf.logical_and(region_out < clip, region_out > 0)
+
+
+def _tiled(y: tf.Tensor, length: int) -> tf.Tensor:
+    """The region's samples [n > 0] repeated to `length`."""
+    reps = length // tf.maximum(tf.shape(y)[0], 1) + 1
+    return tf.tile(y, [reps])[:length]
+
+
+def padded_slice(y: tf.Tensor, start: tf.Tensor, length: int) -> tf.Tensor:
+    """y[start : start + length] with zeros where the window reaches outside y: float32 [length]."""
+    n = tf.size(y, out_type=tf.int64)
+    start = tf.cast(start, tf.int64)
+    lo = tf.clip_by_value(start, 0, n)
+    hi = tf.clip_by_value(start + length, 0, n)
+    hi = tf.maximum(hi, lo)
+    before = tf.clip_by_value(-start, 0, length)
+    after = length - before - (hi - lo)
+    return tf.pad(y[lo:hi], [[before, after]])
+
+
 def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: AudioConfig,
               training: bool, seed: Optional[tf.Tensor] = None, shift_max_s: float = 0.0,
               rates: Sequence[int] = (), compressed: bool = True, with_start: bool = False,
@@ -55,47 +129,54 @@ def load_clip(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: Audi
     augmentation; audio beyond the region's ends reads as zeros). `rates`: the input rates
     expected (from the file scan), whose resampling filters are then built once per graph.
     `compressed=False`: WAV files only (see pipeline.audio.read.read_audio).
+    read_region + clip_from_region give the same clip from a region kept in memory.
     """
-    rate_out = audio.sample_rate_hz
-    clip = audio.clip_samples
-    start_s = tf.cast(start_s, tf.float64)
-    end_s = tf.cast(end_s, tf.float64)
-    # The region's and the context's input frames: the crop is chosen in the region alone.
-    margin_s = (context + 64) / rate_out + float(shift_max_s)
-    whole = tf.math.is_nan(start_s) & tf.math.is_nan(end_s)
-    zero = tf.zeros([], tf.float64)
-    read_start = tf.where(whole, start_s, tf.maximum(start_s - margin_s, zero))
-    read_end = tf.where(whole, end_s, end_s + margin_s)
-    source = read_mono(path, read_start, read_end, audio.mono, compressed)
+    rate_out, clip = audio.sample_rate_hz, audio.clip_samples
+    source, region_lead, region_out = _read(path, start_s, end_s, audio, read_margin_s(audio, context, shift_max_s),
+                                            compressed)
     signal, rate_in = source.samples, source.rate  # [read_frames]
-    # The region in output samples, counted from the first sample read.
-    rate = tf.cast(rate_in, tf.float64)
-    region_first = tf.where(whole, zero, tf.round(start_s * rate) - tf.cast(source.first, tf.float64))
-    region_frames = tf.where(whole, tf.cast(tf.size(signal), tf.float64),
-                             tf.round(end_s * rate) - tf.round(start_s * rate))
-    region_lead = tf.cast(tf.math.ceil(region_first * rate_out / rate), tf.int64)
-    region_out = resampled_length(tf.cast(tf.maximum(region_frames, zero), tf.int64), rate_in, rate_out)
-    offset = region_lead + crop_offset(region_out, clip, audio, training, seed)
-    shift = int(round(shift_max_s * rate_out))
-    if training and seed is not None and shift > 0:
-        shift_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-        offset += tf.random.stateless_uniform([], shift_seed, minval=-shift, maxval=shift + 1,
-                                              dtype=tf.int64)
+    offset = _crop_start(region_lead, region_out, audio, training, seed, shift_max_s)
     length = clip + 2 * context
     if audio.pad_mode == "repeat":
-        def tiled():
-            y = resample(signal, rate_in, rate_out, rates)  # [read_out]
-            reps = length // tf.maximum(tf.shape(y)[0], 1) + 1
-            return tf.tile(y, [reps])[:length]
-        out = tf.cond(tf.logical_and(region_out < clip, region_out > 0), tiled,
+        out = tf.cond(_repeats(region_out, clip),
+                      lambda: _tiled(resample_segment(signal, rate_in, rate_out, region_lead, region_out, rates), length),
                       lambda: resample_segment(signal, rate_in, rate_out, offset - context, length, rates))
     else:
         out = resample_segment(signal, rate_in, rate_out, offset - context, length, rates)
     out = tf.ensure_shape(out, [length])  # [clip_samples + 2 * context]
     if not with_start:
         return out
-    start = (tf.cast(source.first, tf.float64) / rate + tf.cast(offset, tf.float64) / float(rate_out))
+    start = tf.cast(source.first, tf.float64) / tf.cast(rate_in, tf.float64) + tf.cast(offset, tf.float64) / float(rate_out)
     return out, start
+
+
+def read_region(path: tf.Tensor, start_s: tf.Tensor, end_s: tf.Tensor, audio: AudioConfig,
+                shift_max_s: float = 0.0, rates: Sequence[int] = (), compressed: bool = True,
+                context: int = 0) -> Region:
+    """The part of a record any training crop can reach, decoded once and resampled whole."""
+    source, region_lead, region_out = _read(path, start_s, end_s, audio, read_margin_s(audio, context, shift_max_s),
+                                            compressed)
+    samples = resample(source.samples, source.rate, audio.sample_rate_hz, rates)  # [n]
+    first_s = tf.cast(source.first, tf.float64) / tf.cast(source.rate, tf.float64)
+    return Region(samples, region_lead, region_out, first_s)
+
+
+def clip_from_region(region: Region, audio: AudioConfig, training: bool, seed: Optional[tf.Tensor] = None,
+                     shift_max_s: float = 0.0, with_start: bool = False, context: int = 0):
+    """load_clip's clip (and start) cropped from a Region of the same record."""
+    clip = audio.clip_samples
+    offset = _crop_start(region.lead, region.length, audio, training, seed, shift_max_s)
+    length = clip + 2 * context
+    if audio.pad_mode == "repeat":
+        out = tf.cond(_repeats(region.length, clip),
+                      lambda: _tiled(region.audio[region.lead:region.lead + region.length], length),
+                      lambda: padded_slice(region.audio, offset - context, length))
+    else:
+        out = padded_slice(region.audio, offset - context, length)
+    out = tf.ensure_shape(out, [length])  # [clip_samples + 2 * context]
+    if not with_start:
+        return out
+    return out, region.first_s + tf.cast(offset, tf.float64) / float(audio.sample_rate_hz)
 
 
 def frame_times_s(clip_start_s: tf.Tensor, num_frames: int, frontend: FrontendConfig,

@@ -23,7 +23,8 @@ from pipeline.datasets.clips import frame_centres_s
 from pipeline.detection.events import (ONSET_PEAK_RADIUS_S, Event, events_from_scores, frame_events,
                                        stitch_frames)
 from pipeline.detection.plan import samples
-from pipeline.features.framing import Framing
+from pipeline.features.framing import Framing, legacy_framing
+from pipeline.records.labels import LabelSpec
 
 
 class DetectError(ValueError):
@@ -200,14 +201,6 @@ class FrameDetector(ClipDetector):
 RUN_FILES = ("config.yaml", "labels.json", "model.keras")
 
 
-def legacy_framing(cfg: Config) -> Framing:
-    """The framing of a model saved before models had one: the clip and the frontend's half
-    window of audio on each side (models.classifier.AudioClassifier takes the same)."""
-    sr = cfg.audio.sample_rate_hz
-    return Framing(cfg.audio.clip_samples, cfg.frontend.hop_length_samples(sr), cfg.frontend.fft_length(sr),
-                   cfg.frontend.center)
-
-
 def load_detector(run: str | Path, settings: Settings = Settings()) -> ClipDetector:
     """The detector of a run directory written by train.py (or the tuner's best/), with the
     command line's settings over the run's `detect:` section."""
@@ -216,12 +209,12 @@ def load_detector(run: str | Path, settings: Settings = Settings()) -> ClipDetec
         if not (run / name).is_file():
             raise DetectError(f"--model {run}: no {name} (expected a run directory written by train.py)")
     cfg = load_config(run / "config.yaml")
-    meta = json.loads((run / "labels.json").read_text())
-    names, task = list(meta["names"]), meta["task"]
+    labels = LabelSpec.load(run)
+    names, task = list(labels.names), labels.task
     sr = cfg.audio.sample_rate_hz
     window = cfg.audio.clip_samples
     frames = task == "frames"
-    model_frames = saved_framing(run / "model.keras") or legacy_framing(cfg)
+    model_frames = saved_framing(run / "model.keras") or legacy_framing(cfg.frontend, sr, window)
     hop_s = settings.hop_s or cfg.detect.hop_s or cfg.audio.clip_s / (2 if frames else 4)
     hop = samples(hop_s, sr)
     if hop < 1:

@@ -2,6 +2,7 @@
 picture of a file (spectrogram, score trace, events)."""
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -10,10 +11,40 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from pipeline.atomic import atomic_write
 from pipeline.detection.evaluate import match_events
 from pipeline.detection.events import Event
+
+# Columns of the overview spectrogram (--plot): FFT frames of this many model-rate samples,
+# log-mel with this many bands.
+SPECTROGRAM_FRAME = 512
+SPECTROGRAM_BANDS = 64
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_weights(rate_out: int) -> tf.Tensor:
+    """[bins, SPECTROGRAM_BANDS]: the overview's mel filter bank (an eager tensor, safe to cache)."""
+    with tf.init_scope():
+        return tf.signal.linear_to_mel_weight_matrix(SPECTROGRAM_BANDS, SPECTROGRAM_FRAME // 2 + 1, rate_out,
+                                                     min(100.0, rate_out / 4), rate_out / 2)
+
+
+def overview_spectrogram(y: np.ndarray | tf.Tensor, own: int, rate_out: int) -> np.ndarray:
+    """Log10-mel frames [frames, SPECTROGRAM_BANDS] of y[:own] in non-overlapping FFT frames of
+    SPECTROGRAM_FRAME samples (own is raised to one frame).
+
+    y: a chunk's samples from the chunk's start, ChunkAudio.samples[context:]; own: those that
+    are the chunk's own and in the file, min(chunk.num_windows * hop, file samples - chunk.start)
+    at rate_out, so that consecutive chunks' frames follow each other through the file.
+    """
+    own = max(int(own), SPECTROGRAM_FRAME)
+    y = tf.convert_to_tensor(y, tf.float32)
+    frames = tf.signal.frame(y[:own], SPECTROGRAM_FRAME, SPECTROGRAM_FRAME)  # [frames, SPECTROGRAM_FRAME]
+    power = tf.square(tf.abs(tf.signal.rfft(frames * tf.signal.hann_window(SPECTROGRAM_FRAME))))  # [frames, bins]
+    mel = tf.matmul(power, _mel_weights(rate_out))  # [frames, bands]
+    return (tf.math.log(mel + 1e-10) / math.log(10.0)).numpy()  # [frames, bands]
 
 
 class Spectrogram:

@@ -17,9 +17,9 @@ from models.classifier import load_classifier
 from models.streaming import ChunkScorer
 from pipeline.audio import problems
 from pipeline.detection.detector import ClipDetector
-from pipeline.detection.display import Progress, Spectrogram
+from pipeline.detection.display import SPECTROGRAM_BANDS, SPECTROGRAM_FRAME, Progress, Spectrogram, overview_spectrogram
 from pipeline.detection.plan import Job
-from pipeline.detection.stream import SPECTROGRAM_BANDS, SPECTROGRAM_FRAME, chunk_stream, overview_spectrogram
+from pipeline.detection.stream import chunk_stream
 
 
 class FileState:

@@ -45,10 +45,8 @@ each yielded with that same problem; the stream goes on with the next file. Any 
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
-import math
 import queue
 import threading
 from typing import Iterator, Optional, Sequence
@@ -67,32 +65,8 @@ from pipeline.detection.plan import Job
 # add memory.
 PREFETCH_CHUNKS = 2
 
-# Columns of the overview spectrogram (--plot): FFT frames of this many model-rate samples,
-# log-mel with this many bands.
-SPECTROGRAM_FRAME = 512
-SPECTROGRAM_BANDS = 64
-
 # How often (seconds) a thread waiting on a full queue checks whether the stream was closed.
 _POLL_S = 0.1
-
-
-def limit_heap_growth(threshold_bytes: int = 8 << 20) -> bool:
-    """Serve every allocation above threshold_bytes with its own memory map (glibc mallopt).
-
-    glibc raises its mmap threshold each time a large block is freed, after which the chunks'
-    buffers (tens of MB, freed every chunk) come from the heap, whose fragmentation grows the
-    resident memory chunk after chunk: on a 3-hour file, about 10% more than on a 3-minute one
-    after 40 chunks, still growing. A fixed threshold returns them to the system at once.
-    Returns whether it took effect (False on systems without glibc).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)))
-    except (OSError, AttributeError):
-        return False
-
-
-_M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 
 
 @dataclasses.dataclass
@@ -343,31 +317,3 @@ def chunk_stream(jobs: Sequence[Job], rate_out: int, mono: str | int, context: i
     """
     _check(jobs, mono, context)
     return ChunkStream(jobs, rate_out, mono, prefetch)
-
-
-# ---------------------------------------------------------------------------------------------
-# The overview spectrogram (--plot)
-
-
-@functools.lru_cache(maxsize=8)
-def _mel_weights(rate_out: int) -> tf.Tensor:
-    """[bins, SPECTROGRAM_BANDS]: the overview's mel filter bank (an eager tensor, safe to cache)."""
-    with tf.init_scope():
-        return tf.signal.linear_to_mel_weight_matrix(SPECTROGRAM_BANDS, SPECTROGRAM_FRAME // 2 + 1, rate_out,
-                                                     min(100.0, rate_out / 4), rate_out / 2)
-
-
-def overview_spectrogram(y: np.ndarray | tf.Tensor, own: int, rate_out: int) -> np.ndarray:
-    """Log10-mel frames [frames, SPECTROGRAM_BANDS] of y[:own] in non-overlapping FFT frames of
-    SPECTROGRAM_FRAME samples (own is raised to one frame).
-
-    y: a chunk's samples from the chunk's start, ChunkAudio.samples[context:]; own: those that
-    are the chunk's own and in the file, min(chunk.num_windows * hop, file samples - chunk.start)
-    at rate_out, so that consecutive chunks' frames follow each other through the file.
-    """
-    own = max(int(own), SPECTROGRAM_FRAME)
-    y = tf.convert_to_tensor(y, tf.float32)
-    frames = tf.signal.frame(y[:own], SPECTROGRAM_FRAME, SPECTROGRAM_FRAME)  # [frames, SPECTROGRAM_FRAME]
-    power = tf.square(tf.abs(tf.signal.rfft(frames * tf.signal.hann_window(SPECTROGRAM_FRAME))))  # [frames, bins]
-    mel = tf.matmul(power, _mel_weights(rate_out))  # [frames, bands]
-    return (tf.math.log(mel + 1e-10) / math.log(10.0)).numpy()  # [frames, bands]

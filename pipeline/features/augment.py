@@ -152,7 +152,7 @@ def augment_waveforms(waves, labels, seed, cfg: AugmentConfig, sample_rate_hz: i
     mixup. Stages with zero strength are left out of the graph, and nothing is applied when
     cfg.enabled is False. Each stage has its own seed split from `seed`, always into the same
     three, so switching one stage on or off does not change the draws of the others.
-    cfg.time_shift_max_s is applied per example, by moving the crop (dataset.load_clip): a
+    cfg.time_shift_max_s is applied per example, by moving the crop (pipeline.datasets.clips.load_clip): a
     per-example gather over the whole batch cost as much as the frontend.
     """
     if not cfg.enabled:

@@ -78,6 +78,12 @@ def pcen_warmup_frames(cfg: FrontendConfig, sample_rate_hz: int) -> int:
     return math.ceil(math.log(PCEN_SETTLED) / math.log(1.0 - pcen_smoothing(cfg, sample_rate_hz)))
 
 
+def legacy_framing(cfg: FrontendConfig, sample_rate_hz: int, window: int) -> Framing:
+    """The framing of a model saved before models had one: the window alone, no context
+    frames (models.classifier and pipeline.detection.detector read such files)."""
+    return Framing(window, cfg.hop_length_samples(sample_rate_hz), cfg.fft_length(sample_rate_hz), cfg.center)
+
+
 def framing(cfg: FrontendConfig, sample_rate_hz: int, window: int, trunk_context_frames: int = 0) -> Framing:
     """The Framing of windows of `window` samples for a frontend config."""
     return Framing(window, cfg.hop_length_samples(sample_rate_hz), cfg.fft_length(sample_rate_hz), cfg.center,

@@ -394,7 +394,7 @@ def validate_annotations(table: pd.DataFrame, durations: dict[str, float] | None
     Checked: missing or non-finite times, negative times, end before start (end == start is
     allowed: Audacity point labels), low frequency above high, empty label and, when
     `durations` ({file: seconds}) is given, files it lacks and events starting at or after the
-    end of their file. An event that only runs past the end is kept: pipeline.datasets.build.load_clip
+    end of their file. An event that only runs past the end is kept: pipeline.datasets.clips.load_clip
     clips it.
     """
     missing = set(ANNOTATION_COLUMNS) - set(table.columns)

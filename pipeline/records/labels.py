@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from pipeline.atomic import write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +57,17 @@ class LabelSpec:
             for part in str(label).split(";") if self.task == "multilabel" else [label]:
                 out[row, index[part]] = 1.0
         return out
+
+    FILE = "labels.json"
+
+    def save(self, run_dir: Path) -> None:
+        """labels.json in a run directory: the names in output order and the task."""
+        write_json({"names": list(self.names), "task": self.task}, Path(run_dir) / self.FILE)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "LabelSpec":
+        meta = json.loads((Path(run_dir) / cls.FILE).read_text())
+        return cls(tuple(meta["names"]), meta["task"])
 
     @classmethod
     def from_records(cls, records: pd.DataFrame, task: str, negative_label: str = "") -> "LabelSpec":

@@ -88,7 +88,8 @@ def prepare_records(cfg: Config, run_dir: Optional[Path] = None) -> tuple[pd.Dat
                                          cfg.pipeline.seed, multilabel=cfg.train.task == "multilabel")
     else:
         records = records[records["file"].isin(durations)].reset_index(drop=True)
-    records = records.merge(info[["file", "sample_rate_hz"]], on="file", how="left")
+    # The rates build the resampling filters once; the durations size the decoded-audio cache.
+    records = records.merge(info[["file", "sample_rate_hz", "duration_s"]], on="file", how="left")
     if records.empty:
         raise ConfigError(f"data: no usable examples ({len(bad)} bad files or annotations)")
     try:

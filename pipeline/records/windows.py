@@ -1,6 +1,6 @@
 """Annotations over long recordings -> call and non-call window records (pure pandas/NumPy).
 
-A record's region [start_s, end_s) is what the pipeline may crop a clip from (dataset.load_clip):
+A record's region [start_s, end_s) is what the pipeline may crop a clip from (pipeline.datasets.clips.load_clip):
 a random clip_s inside it in training, the centred one in evaluation. So a call window is
 the region of all clip positions that hold the whole call, and the random crop becomes a
 random shift of the call within the window.

@@ -2,7 +2,7 @@
 out, in turn, over an annotated archive.
 
 python -m pipeline.tools.crossval --config configs/piha.yaml --out runs/cv-piha [--set k=v ...]
-                                  [--folds 0,3] [--jobs-only]
+                                  [--folds 0,3]
 
 For every recording R of the archive (its annotation table's files): a model is trained by the
 path train.py runs (models.training.run.train) on the other recordings, one of which (the next,
@@ -34,7 +34,8 @@ import pandas as pd  # noqa: E402
 
 from models.training.run import train  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
-from pipeline.config import Config, ConfigError, add_config_arguments, config_from_arguments  # noqa: E402
+from pipeline.config import (Config, ConfigError, add_config_arguments, config_from_arguments,  # noqa: E402
+                             exit_on_config_error)
 from pipeline.detection.detector import ClipDetector, load_detector  # noqa: E402
 from pipeline.detection.display import Progress, write_plot  # noqa: E402
 from pipeline.detection.evaluate import evaluate  # noqa: E402
@@ -169,15 +170,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_arguments(args)
     out = Path(args.out)
-    try:
+    with exit_on_config_error():
         paths = recordings(cfg)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    if len(paths) < 3:
-        print(f"config error: cross-validation by recording needs 3 or more recordings, found {len(paths)}",
-              file=sys.stderr)
-        return 2
+        if len(paths) < 3:
+            raise ConfigError(f"cross-validation by recording needs 3 or more recordings, found {len(paths)}")
     folds = [int(f) for f in args.folds.split(",") if f.strip()] or list(range(len(paths)))
     truth = named_truth(cfg)
     rows, events = [], []
