@@ -196,3 +196,35 @@ def test_a_selection_table_written_by_detect_reads_back_as_truth(tmp_path):
     truth = read_truth_table(str(path))
     assert list(truth[["file", "start_s", "end_s", "low_hz", "high_hz", "label"]].itertuples(index=False, name=None)) \
         == [("rec.wav", 1.0, 2.5, 500.0, 8000.0, "call")]
+
+
+LEGACY_RUN = Path(__file__).resolve().parent / "fixtures" / "legacy_run"
+
+
+def test_a_run_directory_written_before_the_restructure_still_detects(tmp_path):
+    """tests/fixtures/legacy_run: config.yaml, labels.json and model.keras as train.py wrote them
+    before the restructure (commit e71b217: model.pooling, detect.window_s, augmentation settings
+    inside model.keras, no framing). detect.py loads it, and its window scores are the model's
+    own on the same audio."""
+    from models.classifier import load_classifier
+
+    run = tmp_path / "legacy_run"
+    shutil.copytree(LEGACY_RUN, run)
+    rng = np.random.default_rng(2)
+    t = np.arange(6 * 16000) / 16000
+    wave = (0.05 * rng.normal(size=t.size) + 0.3 * np.sin(2 * np.pi * (900 + 400 * t) * t)).astype(np.float32)
+    sf.write(tmp_path / "long.wav", wave, 16000)
+    out = tmp_path / "detect"
+    assert detect.main(["--model", str(run), "--input", str(tmp_path / "long.wav"), "--out", str(out),
+                        "--hop-s", "1.5", "--save-scores"]) == 0
+    counts = pd.read_csv(out / "counts.csv")
+    assert set(counts["label"]) == {"pulses", "upsweep", "whistle"}
+    scores = pd.read_csv(out / "long.scores.csv")
+    model = load_classifier(run / "model.keras")
+    context = model.framing.context_samples
+    window = model.framing.window
+    assert window == 24000 and context == 256  # the clip and the frontend's half window
+    second = wave[24000 - context:48000 + context][None]  # the window starting at 1.5 s
+    expected = model(second, training=False).numpy()[0]
+    np.testing.assert_allclose(scores.loc[1, ["pulses", "upsweep", "whistle"]].to_numpy(float), expected[1:],
+                               atol=1e-4)

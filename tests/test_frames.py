@@ -250,7 +250,7 @@ def test_a_frame_model_trained_on_annotated_recordings_counts_their_calls(tmp_pa
     data = synth.synthesize(tmp_path / "demo", seed=5, clips_per_class=1, clip_s=1.5, long_s=60.0,
                             sample_rate_hz=rate)
     long_dir = Path(data["long"][0]).parent
-    audio, calls = synth._long_recording(np.random.default_rng(11), 40.0, rate)
+    audio, calls = synth.long_recording(np.random.default_rng(11), 40.0, rate)
     sf.write(long_dir / "held_back.wav", audio, rate)
     truth = pd.concat([data["truth"], pd.DataFrame([("held_back.wav", s, e, l) for s, e, l in calls],
                                                    columns=data["truth"].columns)])

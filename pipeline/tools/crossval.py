@@ -6,14 +6,16 @@ python -m pipeline.tools.crossval --config configs/piha.yaml --out runs/cv-piha 
 
 For every recording R of the archive (its annotation table's files): a model is trained by the
 path train.py runs (models.training.run.train) on the other recordings, one of which (the next,
-in a fixed rotation) only picks the best epoch and the detection thresholds; then R's calls are
-detected with those thresholds and matched to R's true calls (pipeline.detection.evaluate). The
-thresholds never look at R: per call label, the one (of THRESHOLDS) with the best event F1 on the
-fold's validation recording, ties to the config's own.
+in a fixed rotation) only picks the best epoch and the detection settings; then R's calls are
+detected with those settings and matched to R's true calls (pipeline.detection.evaluate). The
+settings never look at R: per call label the threshold (of THRESHOLDS), and the longest event (of
+MAX_EVENT_S; longer events are split into calls), with the best event F1 on the fold's validation
+recording, ties to the config's own.
 
 Writes OUT/fold_<k>/ (a train.py run directory, with the detected events), OUT/crossval.json
 (per fold and pooled: precision, recall, event F1, true and detected counts, per-file count
-errors, the thresholds chosen, seconds) and OUT/<recording>.png (spectrogram, scores, detected
+errors, the settings chosen, seconds), OUT/fold_<k>/traces.npz (the model's traces of the
+validation and held-out recordings) and OUT/<recording>.png (spectrogram, scores, detected
 and true events, misses and false alarms marked), and prints one table. Finished folds are kept:
 the same command resumes.
 """
@@ -43,8 +45,10 @@ from pipeline.detection.run import plan_jobs  # noqa: E402
 from pipeline.detection.scoring import FileState, score_files  # noqa: E402
 from pipeline.records.prepare import annotation_table  # noqa: E402
 
-# Score thresholds tried on each fold's validation recording.
+# Score thresholds tried on each fold's validation recording, and the longest events (seconds;
+# longer ones are split into calls, None: never) tried with them.
 THRESHOLDS = tuple(np.round(np.arange(0.1, 0.96, 0.05), 2))
+MAX_EVENT_S = (None, 1.0, 1.5, 2.0, 3.0)
 TABLE_COLUMNS = ["fold", "recording", "validation", "true", "detected", "matched", "precision", "recall", "f1",
                  "count_error", "seconds"]
 
@@ -105,6 +109,21 @@ def choose_thresholds(detector: ClipDetector, scored: dict[str, Scored], truth: 
     return chosen
 
 
+def choose_settings(detector: ClipDetector, scored: dict[str, Scored], truth: pd.DataFrame) -> ClipDetector:
+    """The detector with the settings of best event F1 on `scored`: for each longest event of
+    MAX_EVENT_S, the thresholds of choose_thresholds; ties go to the config's longest event."""
+    files = [s.name for s in scored.values()]
+    best, best_f1 = None, -1.0
+    for max_event_s in sorted(MAX_EVENT_S, key=lambda m: m != detector.max_event_s):  # the config's first
+        trial = dataclasses.replace(detector, max_event_s=max_event_s)
+        trial = dataclasses.replace(trial, thresholds=choose_thresholds(trial, scored, truth))
+        f1 = evaluate(events_table(trial, scored), truth, files, trial.calls,
+                      detector.cfg.detect.match_min_overlap)["totals"]["f1"]
+        if f1 > best_f1:
+            best, best_f1 = trial, f1
+    return best
+
+
 def named_truth(cfg: Config) -> pd.DataFrame:
     table = annotation_table(cfg)
     return table.assign(file=[Path(f).name for f in table["file"]])[["file", "label", "start_s", "end_s"]]
@@ -120,9 +139,11 @@ def run_fold(cfg: Config, fold: int, test: str, validation: str, out: Path, trut
     if not (fold_dir / "metrics.json").exists():
         train(fold_cfg, fold_dir, verbose=2)
     detector = load_detector(fold_dir)
-    thresholds = choose_thresholds(detector, score(detector, [validation]), truth)
-    detector = dataclasses.replace(detector, thresholds=thresholds)
+    validation_scored = score(detector, [validation])
+    detector = choose_settings(detector, validation_scored, truth)
     scored = score(detector, [test], plot=True)
+    # The traces, for trying other post-processing without scoring again.
+    np.savez(fold_dir / "traces.npz", **{s.name: s.trace for s in [*validation_scored.values(), *scored.values()]})
     events = events_table(detector, scored)
     name = Path(test).name
     report = evaluate(events, truth, [name], detector.calls, cfg.detect.match_min_overlap)
@@ -137,7 +158,8 @@ def run_fold(cfg: Config, fold: int, test: str, validation: str, out: Path, trut
     row = {"fold": fold, "recording": name, "validation": Path(validation).name, "true": totals["true_count"],
            "detected": totals["detected_count"], "matched": totals["tp"], "precision": totals["precision"],
            "recall": totals["recall"], "f1": totals["f1"], "count_error": float(np.mean(errors)) if errors else None,
-           "seconds": round(time.time() - start, 1), "thresholds": thresholds}
+           "seconds": round(time.time() - start, 1), "thresholds": detector.thresholds,
+           "max_event_s": detector.max_event_s}
     events.to_csv(fold_dir / "crossval_events.csv", index=False)
     return row
 

@@ -235,7 +235,7 @@ def _call_kinds(rng: np.random.Generator) -> Iterator[str]:
         yield from (CALL_TYPES[i] for i in rng.permutation(len(CALL_TYPES)))
 
 
-def _long_recording(rng: np.random.Generator, duration_s: float, sample_rate_hz: int
+def long_recording(rng: np.random.Generator, duration_s: float, sample_rate_hz: int
                     ) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
     """Background with calls at non-overlapping times; returns (audio, [(start_s, end_s, label)])."""
     n = int(round(duration_s * sample_rate_hz))
@@ -345,7 +345,7 @@ def synthesize(out_dir: str | os.PathLike, seed: int = 0, clips_per_class: int =
     truth_rows = []
     for i, (name, duration_s) in enumerate(zip(_LONG_FILES, (long_s, long_s / 2.0))):
         rng = np.random.default_rng([seed, _STREAM_LONG, i])
-        audio, events = _long_recording(rng, duration_s, sample_rate_hz)
+        audio, events = long_recording(rng, duration_s, sample_rate_hz)
         _write_wav(out / "long" / name, audio, sample_rate_hz)
         truth_rows += [(name, start, end, label) for start, end, label in events]
     truth = pd.DataFrame(truth_rows, columns=["file", "start_s", "end_s", "label"])
