@@ -54,3 +54,32 @@ def test_multilabel_windows_carry_overlapping_calls():
                          columns=["file", "start_s", "end_s", "label"])
     records = annotation_records(table, {"a.wav": 30.0}, 2.0, "noise", 0.0, 0.5, 0, multilabel=True)
     assert list(records["label"]) == ["x;y", "x;y", "x"]
+
+
+def test_centre_windows_are_centred_in_their_call_and_non_call_windows_between_calls():
+    """call_windows "centre": every crop of a call window is centred inside the call (long calls in
+    parts), and non-call windows are centred in the gaps, the short gaps between calls in quick
+    succession included, at least the margin from every call."""
+    from pipeline.records.windows import centre_regions
+
+    assert centre_regions(2.0, 2.4, 1.0) == [(1.5, 2.9)]  # crops of 1 s centred in [2.0, 2.4]
+    assert centre_regions(0.0, 3.0, 1.0) == [(-0.5, 1.5), (0.5, 2.5), (1.5, 3.5)]
+    # Notes 0.5 s long, 0.4 s apart, then a long pause.
+    calls = [(1.0 + 0.9 * i, 1.5 + 0.9 * i) for i in range(5)]
+    table = pd.DataFrame({"file": "a.wav", "start_s": [s for s, _ in calls], "end_s": [e for _, e in calls],
+                          "label": "call"})
+    records = annotation_records(table, {"a.wav": 30.0}, 1.0, "noise", negatives_per_positive=40,
+                                 margin_s=0.1, seed=0, call_windows="centre")
+    positives = records[records["label"] == "call"]
+    for (s, e), (_, row) in zip(calls, positives.iterrows()):
+        assert (row["start_s"] + 0.5, row["end_s"] - 0.5) == pytest.approx((s, e))  # centre range = the call
+    negatives = records[records["label"] == "noise"]
+    centres = (negatives["start_s"] + negatives["end_s"]) / 2
+    assert np.allclose(negatives["end_s"] - negatives["start_s"], 1.0)
+    assert all(min(abs(c - s), abs(c - e)) >= 0.1 - 1e-9 and not s <= c <= e for c in centres for s, e in calls)
+    between = centres[(centres > 1.5) & (centres < 4.6)]
+    assert len(between) > 0  # the 0.4-s gaps give non-call windows
+    whole = annotation_records(table, {"a.wav": 30.0}, 1.0, "noise", negatives_per_positive=40,
+                               margin_s=0.1, seed=0)
+    whole_centres = (whole["start_s"] + whole["end_s"]) / 2
+    assert not ((whole["label"] == "noise") & (whole_centres > 1.5) & (whole_centres < 4.6)).any()

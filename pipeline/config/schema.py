@@ -146,6 +146,11 @@ class DataConfig:
     # Label used for windows drawn from unannotated gaps (annotations source).
     negative_label: str = "noise"
     negatives_per_positive: float = 1.0
+    # What makes a window over an annotated recording a call window: "whole", it holds the
+    # whole call; "centre", a call sounds at its centre, as detection reads windows
+    # (pipeline.records.windows). negative_margin_s: from every call to a non-call window ("whole")
+    # or to its centre ("centre").
+    call_windows: Literal["whole", "centre"] = "whole"
     negative_margin_s: float = 0.5
     val_fraction: float = 0.15
     test_fraction: float = 0.15

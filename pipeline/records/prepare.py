@@ -85,7 +85,8 @@ def prepare_records(cfg: Config, run_dir: Optional[Path] = None) -> tuple[pd.Dat
         else:
             records = annotation_records(good, durations, cfg.audio.clip_s, d.negative_label,
                                          d.negatives_per_positive, d.negative_margin_s,
-                                         cfg.pipeline.seed, multilabel=cfg.train.task == "multilabel")
+                                         cfg.pipeline.seed, multilabel=cfg.train.task == "multilabel",
+                                         call_windows=d.call_windows)
     else:
         records = records[records["file"].isin(durations)].reset_index(drop=True)
     # The rates build the resampling filters once; the durations size the decoded-audio cache.

@@ -1,9 +1,16 @@
 """Annotations over long recordings -> call and non-call window records (pure pandas/NumPy).
 
 A record's region [start_s, end_s) is what the pipeline may crop a clip from (pipeline.datasets.clips.load_clip):
-a random clip_s inside it in training, the centred one in evaluation. So a call window is
-the region of all clip positions that hold the whole call, and the random crop becomes a
-random shift of the call within the window.
+a random clip_s inside it in training, the centred one in evaluation. What makes a window a
+call window (data.call_windows):
+- "whole": it holds the whole call. The region is every clip position that does, so the random
+  crop becomes a random shift of the call within the window. Non-call windows lie wholly in
+  the gaps, negative_margin_s from every call.
+- "centre": a call sounds at its centre, which is what detection reports (each window stands
+  for the hop-long slice at its centre, pipeline.detection.events). The region is every clip
+  position whose centre lies in the call; non-call windows are centred at least
+  negative_margin_s from every call, so the short gaps between calls in quick succession give
+  non-call windows too, and a detector learns to let its score fall between them.
 """
 from __future__ import annotations
 
@@ -29,6 +36,27 @@ def call_regions(start_s: float, end_s: float, clip_s: float) -> list[tuple[floa
     count = math.ceil(duration / clip_s)
     step = (duration - clip_s) / (count - 1)
     return [(start_s + i * step, start_s + i * step + clip_s) for i in range(count)]
+
+
+def centre_regions(start_s: float, end_s: float, clip_s: float) -> list[tuple[float, float]]:
+    """Regions for one call under "centre": clip positions whose centre lies in the call. A call
+    longer than the clip is cut into ceil(duration / clip) equal parts, a region each."""
+    count = max(1, math.ceil((end_s - start_s) / clip_s))
+    part = (end_s - start_s) / count
+    return [(start_s + i * part - clip_s / 2, start_s + (i + 1) * part + clip_s / 2) for i in range(count)]
+
+
+def sample_centred(free: list[tuple[float, float]], clip_s: float, count: int,
+                   rng: np.random.Generator) -> list[tuple[float, float]]:
+    """`count` clip_s windows centred in the stretches `free`, spread over them in proportion to
+    their length."""
+    usable = [(s, e) for s, e in free if e > s]
+    if count <= 0 or not usable:
+        return []
+    lengths = np.array([e - s for s, e in usable])
+    picks = rng.choice(len(usable), size=count, p=lengths / lengths.sum())
+    centres = [usable[i][0] + rng.uniform(0.0, lengths[i]) for i in picks]
+    return sorted((c - clip_s / 2, c + clip_s / 2) for c in centres)
 
 
 def gaps(calls: list[tuple[float, float]], duration_s: float, margin_s: float) -> list[tuple[float, float]]:
@@ -62,21 +90,27 @@ def sample_negatives(free: list[tuple[float, float]], clip_s: float, count: int,
 
 def annotation_records(annotations: pd.DataFrame, durations: dict[str, float], clip_s: float,
                        negative_label: str, negatives_per_positive: float, margin_s: float,
-                       seed: int, multilabel: bool = False) -> pd.DataFrame:
-    """Record table (RECORD_COLUMNS) of call windows plus non-call windows from the gaps.
+                       seed: int, multilabel: bool = False, call_windows: str = "whole") -> pd.DataFrame:
+    """Record table (RECORD_COLUMNS) of call windows plus non-call windows from the gaps, by the
+    `call_windows` rule of the module docstring.
 
     The group of every window is its recording, so a split never puts windows of one recording
     on both sides. With multilabel, calls whose regions overlap share one window labelled with
-    all their labels joined by ';'.
+    all their labels joined by ';' ("centre": the calls sounding where its centre may fall).
     """
+    centred = call_windows == "centre"
     rng = np.random.default_rng(seed)
     rows = []
     for file, table in annotations.groupby("file", sort=True):
         calls = list(zip(table["start_s"].astype(float), table["end_s"].astype(float)))
         labels = list(table["label"].astype(str))
         for (start, end), label in zip(calls, labels):
-            for lo, hi in call_regions(start, end, clip_s):
-                if multilabel:
+            for lo, hi in (centre_regions if centred else call_regions)(start, end, clip_s):
+                if multilabel and centred:
+                    inside = sorted({l for (s, e), l in zip(calls, labels)
+                                     if s < hi - clip_s / 2 and e > lo + clip_s / 2})
+                    label_text = ";".join(inside)
+                elif multilabel:
                     centre = (lo + hi) / 2.0
                     inside = sorted({l for (s, e), l in zip(calls, labels)
                                      if s < centre + clip_s / 2 and e > centre - clip_s / 2})
@@ -88,7 +122,9 @@ def annotation_records(annotations: pd.DataFrame, durations: dict[str, float], c
         duration = durations.get(file)
         if duration is None or count == 0:
             continue
-        for lo, hi in sample_negatives(gaps(calls, duration, margin_s), clip_s, count, rng):
+        free = gaps(calls, duration, margin_s)
+        negatives = sample_centred(free, clip_s, count, rng) if centred else sample_negatives(free, clip_s, count, rng)
+        for lo, hi in negatives:
             rows.append((file, lo, hi, negative_label, file))
     out = pd.DataFrame(rows, columns=RECORD_COLUMNS)
     if multilabel:
