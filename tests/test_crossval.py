@@ -57,6 +57,7 @@ def test_every_recording_is_held_out_once_and_settings_come_from_another(tmp_pat
     assert pooled["true"] == len(truth) and pooled["recordings"] == 3
     assert pooled["detected"] == sum(f["detected"] for f in folds)
     assert 0.0 <= pooled["f1"] <= 1.0
+    assert report["settings"]["max_event_s"] in crossval.MAX_EVENT_S
 
     stamps = [(out / f"fold_{k}" / "model.keras").stat().st_mtime_ns for k in range(3)]
     assert crossval.main(["--config", str(config), "--out", str(out), "--folds", "1"]) == 0  # resumes

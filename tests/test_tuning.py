@@ -267,7 +267,7 @@ def test_two_trial_search_writes_every_output(resumed, demo_data):
     assert json.loads((run / "tuning.json").read_text())["trial_id"] == best_id
     assert json.loads((run / "metrics.json").read_text())["examples"] == 8
     model = keras.saving.load_model(run / "model.keras")
-    assert model(np.zeros([1, best.audio.clip_samples], np.float32)).shape == (1, 4)
+    assert model(np.zeros([1, model.framing.input_samples], np.float32)).shape == (1, 4)
 
     mux, hparams = hparams_runs(out / "logs")
     assert "_hparams_/experiment" in hparams["."]

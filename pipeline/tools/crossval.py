@@ -17,7 +17,8 @@ to 0.95 and pooled F1 fell from 0.742 (the config's settings) to 0.641; pooled, 
 
 Writes OUT/fold_<k>/ (a train.py run directory, with the detected events), OUT/crossval.json
 (per fold and pooled: precision, recall, event F1, true and detected counts, per-file count
-errors, the settings chosen, seconds), OUT/fold_<k>/traces.npz (the model's traces of the
+errors, the settings chosen, seconds; and `settings`, those of best F1 over every validation
+recording, for a model trained on the whole archive), OUT/fold_<k>/traces.npz (the model's traces of the
 validation and held-out recordings) and OUT/<recording>.png (spectrogram, scores, detected
 and true events, misses and false alarms marked), and prints one table. Finished folds are kept:
 the same command resumes.
@@ -226,9 +227,15 @@ def main(argv=None) -> int:
         events.append(pd.read_csv(out / f"fold_{fold.number}" / "crossval_events.csv"))
     labels = sorted(set(truth["label"]))
     total = pooled(rows, pd.concat(events, ignore_index=True), truth, cfg, labels)
-    write_json({"config": str(args.config), "overrides": args.set, "folds": rows, "pooled": total},
-               out / "crossval.json")
+    # For a model trained on the whole archive: the settings of best F1 over every validation recording.
+    best = choose_settings(folds[0].detector, {f.validation.name: f.validation for f in folds}, truth)
+    settings = {"threshold": best.thresholds, "max_event_s": best.max_event_s}
+    write_json({"config": str(args.config), "overrides": args.set, "folds": rows, "pooled": total,
+                "settings": settings}, out / "crossval.json")
     print(format_table(rows, total))
+    print("detection settings of best F1 over all validation recordings (detect: section, --threshold): "
+          + ", ".join(f"{label}={t:g}" for label, t in best.thresholds.items())
+          + f"; max_event_s {best.max_event_s}")
     print(f"-> {out / 'crossval.json'}")
     return 0
 
