@@ -114,6 +114,10 @@ def test_compressed_inputs_get_a_clear_error(tmp_path, service):
     dataset = make_dataset(records, LabelSpec.from_records(records, "multiclass"), cfg, model_framing(cfg), training=False)
     with pytest.raises(ValueError, match="needs WAV inputs: the input pipeline holds the MP3/FLAC/Ogg readers"):
         data_service.distribute(dataset, service)
+    # Once a read has made the readers' lock resources, the graph serializes: still refused.
+    assert len(list(dataset)) == 1
+    with pytest.raises(ValueError, match="needs WAV inputs: the input pipeline holds the MP3/FLAC/Ogg readers"):
+        data_service.distribute(dataset, service)
 
 
 def test_addresses_and_unreachable_dispatcher():

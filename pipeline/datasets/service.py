@@ -77,18 +77,24 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
 
 
 def check_serializable(dataset: tf.data.Dataset) -> None:
-    """ValueError unless the dataset's graph can be sent to tf.data service workers."""
+    """ValueError unless the dataset's graph can be sent to tf.data service workers.
+
+    The compressed readers' locks fail serialization only while their resources do not exist
+    yet; once a read in this process has made them, the graph serializes but the workers could
+    not run it, so the serialized graph is searched for them too."""
+    readers = ("--data-service needs WAV inputs: the input pipeline holds the MP3/FLAC/Ogg readers of "
+               "pipeline.audio.compressed, whose locks (tf.CriticalSection resources) cannot be sent to "
+               "tf.data service workers")
     try:
-        dataset._as_serialized_graph()  # what registering the dataset with the dispatcher does
+        graph = dataset._as_serialized_graph()  # what registering the dataset with the dispatcher does
     except tf.errors.OpError as err:
         cause = err.message.strip().splitlines()[0]
         if tfio_audio.READER_NAME in cause:
-            raise ValueError(
-                "--data-service needs WAV inputs: the input pipeline holds the MP3/FLAC/Ogg readers of "
-                "pipeline.audio.compressed, whose locks (tf.CriticalSection resources) cannot be sent to tf.data "
-                f"service workers ({cause})") from None
+            raise ValueError(f"{readers} ({cause})") from None
         raise ValueError(f"--data-service: the input pipeline cannot be sent to tf.data service workers "
                          f"({cause})") from None
+    if tfio_audio.READER_NAME.encode() in graph.numpy():
+        raise ValueError(readers)
 
 
 def distribute(dataset: tf.data.Dataset, address: str, job_name: Optional[str] = None) -> tf.data.Dataset:
