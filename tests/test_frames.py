@@ -259,7 +259,7 @@ def test_a_frame_model_trained_on_annotated_recordings_counts_their_calls(tmp_pa
                  "data.val_groups=demo_long_2.wav", "data.test_groups=held_back.wav", "train.task=frames",
                  "model.name=crnn", "model.width=8", "model.depth=2", f"audio.sample_rate_hz={rate}",
                  "audio.clip_s=3.0", "frontend.n_fft=256", "frontend.hop_samples=128", "frontend.n_mels=32",
-                 "frontend.fmin_hz=100", "frontend.fmax_hz=3900", "augment.noise_prob=0", "train.epochs=40",
+                 "frontend.fmin_hz=100", "frontend.fmax_hz=3900", "augment.noise_prob=0", "train.epochs=20",
                  "train.learning_rate=0.01", "train.image_examples=0", "pipeline.batch_size=8"]
     run = tmp_path / "run"
     assert train.main(["--config", str(CONFIGS / "demo.yaml"), "--out", str(run),
