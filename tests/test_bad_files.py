@@ -99,8 +99,9 @@ def test_train_and_detect_report_every_bad_file_and_use_every_good_one(corpus, t
     bad = pd.read_csv(out / "bad_files.csv")
     assert_plain(bad["reason"])
     reasons = {Path(f).name: r for f, r in zip(bad["file"], bad["reason"])}
-    # Detection has no minimum duration, and lists only names with audio (or other audio) extensions.
-    wanted = {n: (None if w == "too short" else w) for n, w in expected.items() if n != "notes.txt"}
+    # Detection's minimum duration is one frontend window; it lists only names with audio (or
+    # other audio) extensions.
+    wanted = {n: w for n, w in expected.items() if n != "notes.txt"}
     for name, want in wanted.items():
         if want is None:
             assert name not in reasons, (name, reasons.get(name))

@@ -20,7 +20,7 @@ import pandas as pd
 
 from pipeline.atomic import write_json
 from pipeline.audio.formats import AUDIO_EXTENSIONS, find_audio
-from pipeline.audio.info import BadAudio, checked_info
+from pipeline.audio.info import BadAudio, Limits, checked_info
 from pipeline.audio.problems import Problem
 from pipeline.detection.detector import ClipDetector, DetectError, Settings, load_detector
 from pipeline.detection.display import Progress, Spectrogram, write_plot
@@ -87,13 +87,17 @@ def output_names(paths: list[str], inputs: str) -> dict[str, str]:
 
 def plan_jobs(detector: ClipDetector, paths: list[str], chunk_s: Optional[float] = None
               ) -> tuple[list[Job], list[tuple[str, str]]]:
-    """(a Job per file to stream, (file, reason) for each file its header check refuses)."""
+    """(a Job per file to stream, (file, reason) for each file its header check refuses).
+
+    A file shorter than one frontend window is refused as too short: it holds no spectrogram
+    frame, and its only window would be padding the model was never shown."""
     cfg, sr = detector.cfg, detector.sample_rate_hz
     chunk_windows = windows_per_chunk(chunk_s or cfg.detect.chunk_s, sr, detector.window, detector.hop)
+    limits = Limits(min_duration_s=cfg.frontend.frame_length_samples(sr) / sr)
     jobs, bad = [], []
     for path in paths:
         try:
-            info = checked_info(path, mono=cfg.audio.mono)
+            info = checked_info(path, mono=cfg.audio.mono, limits=limits)
         except BadAudio as err:
             bad.append((path, str(err)))
             continue
