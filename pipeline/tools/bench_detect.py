@@ -31,10 +31,8 @@ quiet_tensorflow()
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from pipeline.audio.info import BadAudio, checked_info  # noqa: E402
 from pipeline.detection.detector import Settings, load_detector  # noqa: E402
-from pipeline.detection.plan import make_job, windows_per_chunk  # noqa: E402
-from pipeline.detection.run import Options, detect, input_files  # noqa: E402
+from pipeline.detection.run import Options, detect, input_files, plan_jobs  # noqa: E402
 
 # Seconds of audio per read in decode_only_s.
 DECODE_BLOCK_S = 60
@@ -72,14 +70,9 @@ def main(argv=None) -> None:
     detector = load_detector(args.model, Settings(hop_s=args.hop_s))  # the windows detect.py uses
     cfg, sr = detector.cfg, detector.sample_rate_hz
     chunk_s = args.chunk_s or cfg.detect.chunk_s
-    chunk_windows = windows_per_chunk(chunk_s, sr, detector.window, detector.hop)
-    jobs = []
-    for path in input_files(args.input, recursive=False):
-        try:
-            jobs.append(make_job(path, checked_info(path, mono=cfg.audio.mono), sr, detector.window, detector.hop,
-                                 chunk_windows))
-        except BadAudio as err:
-            print(f"left out {path}: {err}")
+    jobs, bad = plan_jobs(detector, input_files(args.input, recursive=False), chunk_s)  # detect.py's plan
+    for path, reason in bad:
+        print(f"left out {path}: {reason}")
     audio_s = sum(job.info.duration_s for job in jobs)
 
     decode_s = None
