@@ -30,6 +30,7 @@ from pipeline.detection.outputs import Outputs, events_frame, write_scores, writ
 from pipeline.detection.plan import Job, make_job, windows_per_chunk
 from pipeline.detection.scoring import score_files
 from pipeline.records.annotations import AnnotationError, read_truth_table, write_raven
+from pipeline.records.prepare import one_frame_s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +94,7 @@ def plan_jobs(detector: ClipDetector, paths: list[str], chunk_s: Optional[float]
     frame, and its only window would be padding the model was never shown."""
     cfg, sr = detector.cfg, detector.sample_rate_hz
     chunk_windows = windows_per_chunk(chunk_s or cfg.detect.chunk_s, sr, detector.window, detector.hop)
-    limits = Limits(min_duration_s=cfg.frontend.frame_length_samples(sr) / sr)
+    limits = Limits(min_duration_s=one_frame_s(cfg))
     jobs, bad = [], []
     for path in paths:
         try:

@@ -48,11 +48,17 @@ def annotation_table(cfg: Config) -> pd.DataFrame:
     return table
 
 
+def one_frame_s(cfg: Config) -> float:
+    """One frontend window: a shorter file holds no spectrogram frame (training's default minimum,
+    detection's only one)."""
+    return cfg.frontend.frame_length_samples(cfg.audio.sample_rate_hz) / cfg.audio.sample_rate_hz
+
+
 def min_duration_s(cfg: Config) -> float:
-    """data.min_duration_s, or by default one frontend window: a shorter file holds no frame."""
+    """data.min_duration_s, or by default one frontend window."""
     if cfg.data.min_duration_s is not None:
         return cfg.data.min_duration_s
-    return cfg.frontend.frame_length_samples(cfg.audio.sample_rate_hz) / cfg.audio.sample_rate_hz
+    return one_frame_s(cfg)
 
 
 def prepare_records(cfg: Config, run_dir: Optional[Path] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
