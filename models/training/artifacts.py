@@ -65,13 +65,17 @@ def export_savedmodel(model: AudioClassifier, path: Path) -> None:
     write_json(info, Path(path) / "assets" / "metadata.json")
 
 
+def scorer(model: AudioClassifier, cfg: Config) -> Trainer:
+    """`model` wrapped to score a run's evaluation batches (raw audio or features), without augmentation."""
+    return Trainer(model, BatchStage(model.frontend, cfg.augment, cfg.audio.sample_rate_hz))
+
+
 def finish_run(model: AudioClassifier, cfg: Config, data: RunData, sets: Datasets, run_dir: Path,
                train_s: float) -> dict:
     """Scores the evaluation split with `model` (the best epoch's) and writes metrics.json,
     classification_report.txt, confusion_matrix.png, training_curves.png and export/."""
     split = data.eval_split
-    scorer = Trainer(model, BatchStage(model.frontend, cfg.augment, cfg.audio.sample_rate_hz))
-    scores, targets = predict_scores(scorer, sets.test if split == "test" else sets.val)
+    scores, targets = predict_scores(scorer(model, cfg), sets.test if split == "test" else sets.val)
     metrics, report = classification_metrics(scores, targets, data.labels)
     metrics = {
         "split": split,
