@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 import train
+from pipeline.config.load import load_config
 from pipeline.records.labels import LabelSpec
+from pipeline.records.prepare import prepare_records
+from pipeline.records.splits import manifest_hash
 from pipeline.tools import ensemble
 from pipeline.tools.synth import synthesize
 from tests.helpers import set_args
@@ -50,8 +53,9 @@ def runs(tmp_path_factory):
     synthesize(tmp / "demo", seed=3, clips_per_class=10, clip_s=1.5, long_s=10.0)
     base = [f"data.root={tmp / 'demo'}", "train.epochs=2", "model.depth=1", "pipeline.batch_size=8",
             "train.image_examples=0"]
-    variants = {"a": ["model.width=4"], "b": ["model.width=6", "audio.sample_rate_hz=12000", "frontend.fmax_hz=5500"],
-}
+    # b: another training seed (pipeline.seed) over the same records and split (data.seed)
+    variants = {"a": ["model.width=4"], "b": ["model.width=6", "audio.sample_rate_hz=12000", "frontend.fmax_hz=5500",
+                                              "pipeline.seed=99", "data.seed=7"]}
     for name, extra in variants.items():
         assert train.main(["--config", str(CONFIGS / "demo.yaml"), "--out", str(tmp / name),
                            *set_args(base + extra)]) == 0
@@ -76,6 +80,15 @@ def test_ensemble_of_two_runs_reports_members_and_average(runs, capsys):
     assert 0.0 <= report["validation"]["macro_f1"] <= 1.0
     assert (out / "classification_report.txt").exists() and (out / "confusion_matrix.png").exists()
     assert "ensemble (mean probability)" in capsys.readouterr().out
+
+
+def test_data_seed_fixes_records_and_split_whatever_the_training_seed(runs):
+    def manifest(*overrides):
+        cfg = load_config(CONFIGS / "demo.yaml", [f"data.root={runs / 'demo'}", *overrides])
+        return manifest_hash(prepare_records(cfg)[0])
+
+    assert manifest("pipeline.seed=7") != manifest("pipeline.seed=99")  # the seed moves the split
+    assert manifest("pipeline.seed=99", "data.seed=7") == manifest("pipeline.seed=7")
 
 
 def test_runs_over_another_split_are_refused(runs, capsys):

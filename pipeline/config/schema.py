@@ -157,6 +157,10 @@ class DataConfig:
     # Recordings (groups) held back by name instead of by fraction: file-name patterns.
     val_groups: list[str] = dataclasses.field(default_factory=list)
     test_groups: list[str] = dataclasses.field(default_factory=list)
+    # Seed of the records (sampled non-call windows) and of the split; null: pipeline.seed. Fixed,
+    # runs with other pipeline.seed values (initialisation, augmentation) share one split, as an
+    # ensemble's members must (python -m pipeline.tools.ensemble).
+    seed: Optional[int] = None
     # Shorter files are listed as too short, not used; null: one frontend window (a shorter file
     # holds no spectrogram frame).
     min_duration_s: Optional[float] = None

@@ -61,6 +61,11 @@ def min_duration_s(cfg: Config) -> float:
     return one_frame_s(cfg)
 
 
+def records_seed(cfg: Config) -> int:
+    """The seed of the sampled non-call windows and of the split: data.seed, else pipeline.seed."""
+    return cfg.data.seed if cfg.data.seed is not None else cfg.pipeline.seed
+
+
 def prepare_records(cfg: Config, run_dir: Optional[Path] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(records with a split column, bad files and annotations with reasons).
 
@@ -91,7 +96,7 @@ def prepare_records(cfg: Config, run_dir: Optional[Path] = None) -> tuple[pd.Dat
         else:
             records = annotation_records(good, durations, cfg.audio.clip_s, d.negative_label,
                                          d.negatives_per_positive, d.negative_margin_s,
-                                         cfg.pipeline.seed, multilabel=cfg.train.task == "multilabel",
+                                         records_seed(cfg), multilabel=cfg.train.task == "multilabel",
                                          call_windows=d.call_windows)
     else:
         records = records[records["file"].isin(durations)].reset_index(drop=True)
@@ -100,7 +105,7 @@ def prepare_records(cfg: Config, run_dir: Optional[Path] = None) -> tuple[pd.Dat
     if records.empty:
         raise ConfigError(f"data: no usable examples ({len(bad)} bad files or annotations)")
     try:
-        records = split_records(records, d.val_fraction, d.test_fraction, cfg.pipeline.seed,
+        records = split_records(records, d.val_fraction, d.test_fraction, records_seed(cfg),
                                 d.val_groups, d.test_groups)
     except ValueError as err:
         raise ConfigError(str(err)) from None
