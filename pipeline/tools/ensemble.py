@@ -4,7 +4,7 @@ they share.
 python -m pipeline.tools.ensemble --runs runs/a runs/b [runs/c ...] --out runs/ensemble
 
 Members are train.py run directories over the same records and split (the same split manifest,
-checked by its digest) and the same labels and task; each may have its own model, sample rate and
+checked by its digest: the same data section and data.seed, else pipeline.seed) and the same labels and task; each may have its own model, sample rate and
 frontend, since each scores the split through its own config's pipeline. Models that err on
 different examples make an average that errs less: on Watkins10 a log-mel CNN and BirdNET each
 scored macro F1 0.91 on the test cuts, wrong on 21 of 222 clips each but on only 10 of the same.
@@ -66,7 +66,7 @@ def check_compatible(members: list[Member]) -> None:
         if m.data.digest != first.data.digest:
             raise ConfigError(f"{m.run}: its split manifest ({m.data.digest}) differs from {first.run}'s "
                               f"({first.data.digest}); an ensemble is scored on one split, so its members must "
-                              "share the records, the split and the seed")
+                              "share the data section and the seed of the split (data.seed, else pipeline.seed)")
         if (m.data.labels.names, m.data.labels.task) != (first.data.labels.names, first.data.labels.task):
             raise ConfigError(f"{m.run}: labels {list(m.data.labels.names)} ({m.data.labels.task}) differ from "
                               f"{first.run}'s {list(first.data.labels.names)} ({first.data.labels.task})")
