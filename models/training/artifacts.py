@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 
@@ -17,6 +18,7 @@ from models.training.setup import Datasets, RunData
 from models.training.trainer import Trainer
 from pipeline.atomic import write_json, write_text
 from pipeline.config import Config
+from pipeline.records.labels import LabelSpec
 from pipeline.features.stage import BatchStage
 
 
@@ -70,6 +72,16 @@ def scorer(model: AudioClassifier, cfg: Config) -> Trainer:
     return Trainer(model, BatchStage(model.frontend, cfg.augment, cfg.audio.sample_rate_hz))
 
 
+def write_confusion_matrix(scores: np.ndarray, targets: np.ndarray, labels: LabelSpec, run_dir: Path,
+                           title: str) -> None:
+    """run_dir/confusion_matrix.png of the class decisions (none for multi-label outputs)."""
+    scores, targets, labels = labels.per_output(scores, targets)
+    if labels.task != "multilabel":
+        y_true, y_pred = decisions(scores, targets, labels.task)
+        matrix = reports.confusion_matrix(y_true, y_pred, len(labels.names))
+        (run_dir / "confusion_matrix.png").write_bytes(reports.confusion_matrix_png(matrix, list(labels.names), title))
+
+
 def finish_run(model: AudioClassifier, cfg: Config, data: RunData, sets: Datasets, run_dir: Path,
                train_s: float) -> dict:
     """Scores the evaluation split with `model` (the best epoch's) and writes metrics.json,
@@ -88,12 +100,7 @@ def finish_run(model: AudioClassifier, cfg: Config, data: RunData, sets: Dataset
     }
     write_json(metrics, run_dir / "metrics.json")
     write_text(run_dir / "classification_report.txt", report)
-    scores, targets, labels = data.labels.per_output(scores, targets)
-    if labels.task != "multilabel":
-        y_true, y_pred = decisions(scores, targets, labels.task)
-        matrix = reports.confusion_matrix(y_true, y_pred, len(labels.names))
-        png = reports.confusion_matrix_png(matrix, list(labels.names), f"{split} split, {len(targets)} examples")
-        (run_dir / "confusion_matrix.png").write_bytes(png)
+    write_confusion_matrix(scores, targets, data.labels, run_dir, f"{split} split, {len(targets)} examples")
     history = read_history(run_dir)
     if len(history):
         (run_dir / "training_curves.png").write_bytes(reports.training_curves_png(history))

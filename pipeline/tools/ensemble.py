@@ -4,8 +4,9 @@ they share.
 python -m pipeline.tools.ensemble --runs runs/a runs/b [runs/c ...] --out runs/ensemble
 
 Members are train.py run directories over the same records and split (the same split manifest,
-checked by its digest: the same data section and data.seed, else pipeline.seed) and the same labels and task; each may have its own model, sample rate and
-frontend, since each scores the split through its own config's pipeline. Models that err on
+checked by its digest: the same data section and data.seed, else pipeline.seed) and the same
+labels and task; each may have its own model, sample rate and frontend, since each scores the
+split through its own config's pipeline. Models that err on
 different examples make an average that errs less: on Watkins10 a log-mel CNN and BirdNET each
 scored macro F1 0.91 on the test cuts, wrong on 21 of 222 clips each but on only 10 of the same.
 
@@ -31,9 +32,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from models.classifier import load_classifier  # noqa: E402
-from models.training import reports  # noqa: E402
-from models.training.artifacts import scorer  # noqa: E402
-from models.training.evaluation import classification_metrics, decisions, predict_scores  # noqa: E402
+from models.training.artifacts import scorer, write_confusion_matrix  # noqa: E402
+from models.training.evaluation import classification_metrics, predict_scores  # noqa: E402
 from models.training.setup import RunData, load_run_data, make_datasets  # noqa: E402
 from pipeline.atomic import write_json, write_text  # noqa: E402
 from pipeline.config import ConfigError, exit_on_config_error  # noqa: E402
@@ -53,10 +53,10 @@ class Member:
         self.scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def score(self, splits: list[str]) -> None:
-        model = load_classifier(self.run / "model.keras")
+        model = scorer(load_classifier(self.run / "model.keras"), self.cfg)
         sets = make_datasets(self.cfg, self.data)
         for split in splits:
-            self.scores[split] = predict_scores(scorer(model, self.cfg), sets.test if split == "test" else sets.val)
+            self.scores[split] = predict_scores(model, sets.test if split == "test" else sets.val)
 
 
 def check_compatible(members: list[Member]) -> None:
@@ -83,13 +83,18 @@ def average(members: list[Member], split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.mean([m.scores[split][0] for m in members], axis=0), targets
 
 
+COLUMNS = ("accuracy", "macro_f1", "pr_auc")
+
+
+def split_columns(metrics: dict[str, dict]) -> dict:
+    """{split: metrics} -> the table's columns: {split}_accuracy, {split}_macro_f1, {split}_pr_auc."""
+    return {f"{split}_{k}": m[k] for split, m in metrics.items() for k in COLUMNS}
+
+
 def member_row(m: Member, splits: list[str]) -> dict:
-    row = {"run": str(m.run), "model": m.cfg.model.name, "sample_rate_hz": m.cfg.audio.sample_rate_hz,
-           "parameters": m.metrics.get("parameters"), "train_seconds": m.metrics.get("train_seconds")}
-    for split in splits:
-        metrics, _ = classification_metrics(*m.scores[split], m.data.labels)
-        row.update({f"{split}_{k}": metrics[k] for k in ("accuracy", "macro_f1", "pr_auc")})
-    return row
+    return {"run": str(m.run), "model": m.cfg.model.name, "sample_rate_hz": m.cfg.audio.sample_rate_hz,
+            "parameters": m.metrics.get("parameters"), "train_seconds": m.metrics.get("train_seconds"),
+            **split_columns({s: classification_metrics(*m.scores[s], m.data.labels)[0] for s in splits})}
 
 
 def main(argv=None) -> int:
@@ -110,27 +115,20 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [member_row(m, splits) for m in members]
-    validation = None
-    if splits[0] == "val" and split == "test":
-        validation, _ = classification_metrics(*average(members, "val"), data.labels)
-    scores, targets = average(members, split)
-    metrics, report = classification_metrics(scores, targets, data.labels)
-    write_json({"split": split, **metrics, "model": "ensemble", "members": rows, "validation": validation,
+    averaged = {s: average(members, s) for s in splits}
+    results = {s: classification_metrics(*averaged[s], data.labels) for s in splits}
+    metrics, report = results[split]
+    scored = {s: r[0] for s, r in results.items()}
+    write_json({"split": split, **metrics, "model": "ensemble", "members": rows,
+                "validation": scored["val"] if len(splits) == 2 else None,
                 "parameters": sum(r["parameters"] or 0 for r in rows),
                 "manifest_sha256": data.digest}, out / "metrics.json")
     write_text(out / "classification_report.txt", report)
-    y_true, y_pred = decisions(scores, targets, data.labels.task)
-    if data.labels.task != "multilabel":
-        matrix = reports.confusion_matrix(y_true, y_pred, len(data.labels.names))
-        (out / "confusion_matrix.png").write_bytes(reports.confusion_matrix_png(
-            matrix, list(data.labels.names), f"{split} split, {len(targets)} examples, ensemble of {len(members)}"))
-    table = pd.DataFrame(rows + [{"run": "ensemble (mean probability)", "model": "", "sample_rate_hz": None,
-                                  **({"val_accuracy": validation["accuracy"], "val_macro_f1": validation["macro_f1"],
-                                      "val_pr_auc": validation["pr_auc"]} if validation else {}),
-                                  f"{split}_accuracy": metrics["accuracy"], f"{split}_macro_f1": metrics["macro_f1"],
-                                  f"{split}_pr_auc": metrics["pr_auc"]}])
-    columns = ["run", "model"] + [f"{s}_{k}" for s in splits for k in ("accuracy", "macro_f1", "pr_auc")]
-    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
+    write_confusion_matrix(*averaged[split], data.labels, out,
+                           f"{split} split, {len(averaged[split][1])} examples, ensemble of {len(members)}")
+    table = pd.DataFrame(rows + [{"run": "ensemble (mean probability)", "model": "", **split_columns(scored)}])
+    print(table[["run", "model", *split_columns(scored)]].to_string(
+        index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
     print(f"-> {out / 'metrics.json'}")
     return 0
 
