@@ -91,3 +91,41 @@ def test_settings_are_the_best_on_the_validation_recording():
     assert 0.6 < chosen.thresholds["call"] <= 0.9
     events = crossval.events_table(chosen, scored)
     assert len(events) == 2
+
+
+def test_a_frame_models_onset_threshold_is_chosen_on_the_validation_recording():
+    """Frame traces with a known best onset threshold: two touching 0.3-s calls under one run of
+    call frames, the second's start marked by an onset peak of 0.65 and a spurious peak of 0.35
+    inside the first. Only thresholds in (0.35, 0.65] split the run into the two calls; of those
+    the one nearest the config's 0.9 is 0.6."""
+    from pathlib import Path
+
+    from pipeline.config import from_dict
+    from pipeline.detection.detector import FrameDetector
+    from pipeline.features.framing import Framing
+
+    cfg = from_dict({"detect": {"onset_threshold": 0.9}})
+    detector = FrameDetector(run=Path("."), cfg=cfg, names=("call",), task="frames", calls=("call",),
+                             columns={"call": 0}, thresholds={"call": 0.5}, window=16000, hop=16000,
+                             framing=Framing(16000, 160, 512, True), min_gap_s=0.0, min_duration_s=0.0,
+                             max_event_s=None, onset_threshold=0.9)
+    frame_s, offset_s = detector.frame_s, detector.frame_offset_s
+    call = round(0.3 / frame_s)
+    first = 200
+    trace = np.zeros((first + 6 * call, 2))  # columns: presence, onset
+    trace[:, 0] = 0.1
+    trace[first:first + 2 * call, 0] = 0.9
+    trace[first, 1] = 0.8
+    trace[first + call // 2, 1] = 0.35
+    trace[first + call, 1] = 0.65
+    starts = [offset_s + first * frame_s, offset_s + (first + call) * frame_s]
+    truth = pd.DataFrame({"file": ["v.wav"] * 2, "label": ["call"] * 2, "start_s": starts,
+                          "end_s": [s + call * frame_s for s in starts]})
+    scored = {"v.wav": crossval.Scored("v.wav", "v.wav", len(trace) * frame_s, trace, None)}
+    assert len(crossval.events_table(detector, scored)) == 1  # the config's onset threshold joins them
+
+    chosen = crossval.choose_settings(detector, scored, truth)
+    assert chosen.onset_threshold == 0.6
+    events = crossval.events_table(chosen, scored)
+    assert len(events) == 2
+    assert crossval.settings_of(chosen)["onset_threshold"] == 0.6

@@ -8,8 +8,9 @@ For every recording R of the archive (its annotation table's files): a model is 
 path train.py runs (models.training.run.train) on the other recordings, one of which (the next,
 in a fixed rotation) only picks the best epoch; then R's calls are detected and matched to R's
 true calls (pipeline.detection.evaluate). The detection settings never look at R: per call label
-the threshold (of THRESHOLDS), and the longest event (of MAX_EVENT_S; longer events are split into
-calls), with the best event F1 over the validation recordings of all folds pooled (each scored by
+the threshold (of THRESHOLDS), the longest event (of MAX_EVENT_S; longer events are split into
+calls) and, for a frame model, the onset score that splits a call (of ONSET_THRESHOLDS), with the
+best event F1 over the validation recordings of all folds pooled (each scored by
 its own fold's model), R's own left out; ties go to the config's. One validation recording (6 to
 51 calls here) is too few to choose on: chosen fold by fold, the piha thresholds ranged from 0.2
 to 0.95 and pooled F1 fell from 0.742 (the config's settings) to 0.641; pooled, they were 0.35 to
@@ -43,7 +44,7 @@ from models.training.run import train  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
 from pipeline.config import (Config, ConfigError, add_config_arguments, config_from_arguments,  # noqa: E402
                              exit_on_config_error)
-from pipeline.detection.detector import ClipDetector, load_detector  # noqa: E402
+from pipeline.detection.detector import ClipDetector, FrameDetector, load_detector  # noqa: E402
 from pipeline.detection.display import Progress, write_plot  # noqa: E402
 from pipeline.detection.evaluate import evaluate  # noqa: E402
 from pipeline.detection.run import plan_jobs  # noqa: E402
@@ -54,6 +55,8 @@ from pipeline.records.prepare import annotation_table  # noqa: E402
 # longer ones are split into calls, None: never) tried with them.
 THRESHOLDS = tuple(np.round(np.arange(0.1, 0.96, 0.05), 2))
 MAX_EVENT_S = (None, 1.0, 1.5, 2.0, 3.0)
+# Frame models: the onset scores that split a run of call frames into calls (1.0: hardly ever).
+ONSET_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 TABLE_COLUMNS = ["fold", "recording", "validation", "true", "detected", "matched", "precision", "recall", "f1",
                  "count_error", "seconds"]
 
@@ -116,17 +119,30 @@ def choose_thresholds(detector: ClipDetector, scored: dict[str, Scored], truth: 
 
 def choose_settings(detector: ClipDetector, scored: dict[str, Scored], truth: pd.DataFrame) -> ClipDetector:
     """The detector with the settings of best event F1 on `scored`: for each longest event of
-    MAX_EVENT_S, the thresholds of choose_thresholds; ties go to the config's longest event."""
+    MAX_EVENT_S (and, for a frame model, each onset threshold of ONSET_THRESHOLDS), the thresholds
+    of choose_thresholds; ties go to the config's longest event and onset threshold."""
     files = [s.name for s in scored.values()]
+    candidates = [{"max_event_s": m} for m in sorted(MAX_EVENT_S, key=lambda m: m != detector.max_event_s)]
+    if isinstance(detector, FrameDetector):
+        onsets = sorted(ONSET_THRESHOLDS, key=lambda t: abs(t - detector.onset_threshold))
+        candidates = [{**c, "onset_threshold": t} for c in candidates for t in onsets]
     best, best_f1 = None, -1.0
-    for max_event_s in sorted(MAX_EVENT_S, key=lambda m: m != detector.max_event_s):  # the config's first
-        trial = dataclasses.replace(detector, max_event_s=max_event_s)
+    for candidate in candidates:  # the config's first
+        trial = dataclasses.replace(detector, **candidate)
         trial = dataclasses.replace(trial, thresholds=choose_thresholds(trial, scored, truth))
         f1 = evaluate(events_table(trial, scored), truth, files, trial.calls,
                       detector.cfg.detect.match_min_overlap)["totals"]["f1"]
         if f1 > best_f1:
             best, best_f1 = trial, f1
     return best
+
+
+def settings_of(detector: ClipDetector) -> dict:
+    """The chosen settings, as crossval.json and the table's footer give them."""
+    settings = {"threshold": detector.thresholds, "max_event_s": detector.max_event_s}
+    if isinstance(detector, FrameDetector):
+        settings["onset_threshold"] = detector.onset_threshold
+    return settings
 
 
 def named_truth(cfg: Config) -> pd.DataFrame:
@@ -180,7 +196,8 @@ def finish_fold(cfg: Config, fold: Fold, detector: ClipDetector, out: Path, trut
             "true": totals["true_count"], "detected": totals["detected_count"], "matched": totals["tp"],
             "precision": totals["precision"], "recall": totals["recall"], "f1": totals["f1"],
             "count_error": float(np.mean(errors)) if errors else None, "seconds": round(fold.seconds, 1),
-            "thresholds": detector.thresholds, "max_event_s": detector.max_event_s}
+            "thresholds": detector.thresholds,
+            **{k: v for k, v in settings_of(detector).items() if k != "threshold"}}
 
 
 def pooled(rows: list[dict], events: pd.DataFrame, truth: pd.DataFrame, cfg: Config, labels) -> dict:
@@ -229,13 +246,13 @@ def main(argv=None) -> int:
     total = pooled(rows, pd.concat(events, ignore_index=True), truth, cfg, labels)
     # For a model trained on the whole archive: the settings of best F1 over every validation recording.
     best = choose_settings(folds[0].detector, {f.validation.name: f.validation for f in folds}, truth)
-    settings = {"threshold": best.thresholds, "max_event_s": best.max_event_s}
+    settings = settings_of(best)
     write_json({"config": str(args.config), "overrides": args.set, "folds": rows, "pooled": total,
                 "settings": settings}, out / "crossval.json")
     print(format_table(rows, total))
     print("detection settings of best F1 over all validation recordings (detect: section, --threshold): "
           + ", ".join(f"{label}={t:g}" for label, t in best.thresholds.items())
-          + f"; max_event_s {best.max_event_s}")
+          + "".join(f"; {k} {v}" for k, v in settings.items() if k != "threshold"))
     print(f"-> {out / 'crossval.json'}")
     return 0
 
