@@ -2,6 +2,7 @@
 recordings with known calls: every recording held out once, settings chosen on another one,
 pooled counts equal to the truth, and a rerun that resumes instead of training again."""
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -40,9 +41,12 @@ detect: {{hop_s: 0.5}}
 def test_every_recording_is_held_out_once_and_settings_come_from_another(tmp_path):
     config, truth = archive(tmp_path / "archive")
     out = tmp_path / "cv"
+    start = time.time()
     assert crossval.main(["--config", str(config), "--out", str(out)]) == 0
+    wall_s = time.time() - start
     report = json.loads((out / "crossval.json").read_text())
     folds = report["folds"]
+    assert sum(f["seconds"] for f in folds) <= wall_s  # each fold's training counted once
     assert [f["recording"] for f in folds] == ["rec0.wav", "rec1.wav", "rec2.wav"]
     assert [f["validation"] for f in folds] == ["rec1.wav", "rec2.wav", "rec0.wav"]
     for fold in folds:
@@ -62,6 +66,9 @@ def test_every_recording_is_held_out_once_and_settings_come_from_another(tmp_pat
     stamps = [(out / f"fold_{k}" / "model.keras").stat().st_mtime_ns for k in range(3)]
     assert crossval.main(["--config", str(config), "--out", str(out), "--folds", "1"]) == 0  # resumes
     assert (out / "fold_1" / "model.keras").stat().st_mtime_ns == stamps[1]
+    resumed, = json.loads((out / "crossval.json").read_text())["folds"]
+    trained_s = json.loads((out / "fold_1" / "metrics.json").read_text())["train_seconds"]
+    assert trained_s <= resumed["seconds"] < folds[1]["seconds"] + trained_s  # the earlier training
 
 
 def test_settings_are_the_best_on_the_validation_recording():

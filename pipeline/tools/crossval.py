@@ -168,14 +168,16 @@ def score_fold(cfg: Config, fold: int, test: str, validation: str, out: Path) ->
     fold_cfg = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, test_groups=[Path(test).name], val_groups=[Path(validation).name]))
     start = time.time()
-    if not (fold_dir / "metrics.json").exists():
+    resumed = (fold_dir / "metrics.json").exists()
+    if not resumed:
         train(fold_cfg, fold_dir, verbose=2)
     train_s = json.loads((fold_dir / "metrics.json").read_text())["train_seconds"]
     detector = load_detector(fold_dir)
     validation_scored, = score(detector, [validation]).values()
     test_scored, = score(detector, [test], plot=True).values()
     np.savez(fold_dir / "traces.npz", **{s.name: s.trace for s in (validation_scored, test_scored)})
-    seconds = time.time() - start if train_s is None else train_s + time.time() - start
+    # A resumed fold's training took place in an earlier run: its seconds come from metrics.json.
+    seconds = time.time() - start + ((train_s or 0.0) if resumed else 0.0)
     return Fold(fold, detector, validation_scored, test_scored, seconds)
 
 
