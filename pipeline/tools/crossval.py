@@ -56,7 +56,7 @@ from pipeline.records.prepare import annotation_table  # noqa: E402
 THRESHOLDS = tuple(np.round(np.arange(0.1, 0.96, 0.05), 2))
 MAX_EVENT_S = (None, 1.0, 1.5, 2.0, 3.0)
 # Frame models: the onset scores that split a run of call frames into calls (1.0: hardly ever).
-ONSET_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+ONSET_THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 TABLE_COLUMNS = ["fold", "recording", "validation", "true", "detected", "matched", "precision", "recall", "f1",
                  "count_error", "seconds"]
 
