@@ -135,4 +135,4 @@ def test_a_frame_models_onset_threshold_is_chosen_on_the_validation_recording():
     assert chosen.onset_threshold == 0.6
     events = crossval.events_table(chosen, scored)
     assert len(events) == 2
-    assert crossval.settings_of(chosen)["onset_threshold"] == 0.6
+    assert crossval.event_settings(chosen)["onset_threshold"] == 0.6

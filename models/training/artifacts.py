@@ -18,8 +18,8 @@ from models.training.setup import Datasets, RunData
 from models.training.trainer import Trainer
 from pipeline.atomic import write_json, write_text
 from pipeline.config import Config
-from pipeline.records.labels import LabelSpec
 from pipeline.features.stage import BatchStage
+from pipeline.records.labels import LabelSpec
 
 
 # Beside model.keras and in export/assets when the model's weights carry terms of their own.

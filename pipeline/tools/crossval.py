@@ -137,9 +137,10 @@ def choose_settings(detector: ClipDetector, scored: dict[str, Scored], truth: pd
     return best
 
 
-def settings_of(detector: ClipDetector) -> dict:
-    """The chosen settings, as crossval.json and the table's footer give them."""
-    settings = {"threshold": detector.thresholds, "max_event_s": detector.max_event_s}
+def event_settings(detector: ClipDetector) -> dict:
+    """The chosen settings besides the thresholds: the longest event and a frame model's onset
+    threshold (detect: section names)."""
+    settings = {"max_event_s": detector.max_event_s}
     if isinstance(detector, FrameDetector):
         settings["onset_threshold"] = detector.onset_threshold
     return settings
@@ -198,8 +199,7 @@ def finish_fold(cfg: Config, fold: Fold, detector: ClipDetector, out: Path, trut
             "true": totals["true_count"], "detected": totals["detected_count"], "matched": totals["tp"],
             "precision": totals["precision"], "recall": totals["recall"], "f1": totals["f1"],
             "count_error": float(np.mean(errors)) if errors else None, "seconds": round(fold.seconds, 1),
-            "thresholds": detector.thresholds,
-            **{k: v for k, v in settings_of(detector).items() if k != "threshold"}}
+            "thresholds": detector.thresholds, **event_settings(detector)}
 
 
 def pooled(rows: list[dict], events: pd.DataFrame, truth: pd.DataFrame, cfg: Config, labels) -> dict:
@@ -248,13 +248,13 @@ def main(argv=None) -> int:
     total = pooled(rows, pd.concat(events, ignore_index=True), truth, cfg, labels)
     # For a model trained on the whole archive: the settings of best F1 over every validation recording.
     best = choose_settings(folds[0].detector, {f.validation.name: f.validation for f in folds}, truth)
-    settings = settings_of(best)
+    settings = {"threshold": best.thresholds, **event_settings(best)}
     write_json({"config": str(args.config), "overrides": args.set, "folds": rows, "pooled": total,
                 "settings": settings}, out / "crossval.json")
     print(format_table(rows, total))
     print("detection settings of best F1 over all validation recordings (detect: section, --threshold): "
           + ", ".join(f"{label}={t:g}" for label, t in best.thresholds.items())
-          + "".join(f"; {k} {v}" for k, v in settings.items() if k != "threshold"))
+          + "".join(f"; {k} {v}" for k, v in event_settings(best).items()))
     print(f"-> {out / 'crossval.json'}")
     return 0
 

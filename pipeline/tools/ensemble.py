@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     metrics, report = results[split]
     scored = {s: r[0] for s, r in results.items()}
     write_json({"split": split, **metrics, "model": "ensemble", "members": rows,
-                "validation": scored["val"] if len(splits) == 2 else None,
+                "validation": scored.get("val") if split == "test" else None,
                 "parameters": sum(r["parameters"] or 0 for r in rows),
                 "manifest_sha256": data.digest}, out / "metrics.json")
     write_text(out / "classification_report.txt", report)
