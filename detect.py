@@ -1,6 +1,6 @@
 """Find and count calls in recordings of any length with a trained run.
 
-python detect.py --model RUN_DIR --input FILE_OR_DIR --out OUT_DIR [--recursive] [--split test]
+python detect.py --model RUN_DIR [--model RUN_DIR ...] --input FILE_OR_DIR --out OUT_DIR [--recursive] [--split test]
                  [--hop-s S] [--threshold T | --threshold label=T ...] [--min-gap-s S]
                  [--min-duration-s S] [--max-event-s S] [--onset-threshold T] [--chunk-s S]
                  [--truth TABLE] [--top-k N] [--save-scores] [--plot] [--overwrite]
@@ -33,7 +33,9 @@ from pipeline.detection.run import Options, detect  # noqa: E402
 
 def parse_args(argv=None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="run directory written by train.py or the tuner")
+    parser.add_argument("--model", required=True, action="append",
+                        help="run directory written by train.py or the tuner; given again, the runs' scores are "
+                             "averaged (an ensemble of clip models; events with the first run's settings)")
     parser.add_argument("--input", required=True, help="an audio file or a folder of them")
     parser.add_argument("--out", required=True)
     parser.add_argument("--recursive", action="store_true", help="also files in sub-folders of --input")
@@ -56,8 +58,8 @@ def parse_args(argv=None) -> Options:
     args = parser.parse_args(argv)
     settings = Settings(args.hop_s, tuple(args.threshold), args.min_gap_s, args.min_duration_s, args.max_event_s,
                         args.onset_threshold)
-    return Options(args.model, args.input, args.out, args.recursive, args.split, settings, args.chunk_s,
-                   args.truth, args.top_k, args.save_scores, args.plot, args.overwrite)
+    return Options(args.model[0], args.input, args.out, args.recursive, args.split, settings, args.chunk_s,
+                   args.truth, args.top_k, args.save_scores, args.plot, args.overwrite, tuple(args.model[1:]))
 
 
 def main(argv=None) -> int:

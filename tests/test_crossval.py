@@ -136,3 +136,30 @@ def test_a_frame_models_onset_threshold_is_chosen_on_the_validation_recording():
     events = crossval.events_table(chosen, scored)
     assert len(events) == 2
     assert crossval.event_settings(chosen)["onset_threshold"] == 0.6
+
+
+def test_with_another_config_each_fold_averages_the_two_models(tmp_path):
+    """--with CONFIG: the fold trains that config too (fold_<k>/with_1) and its traces are the two
+    models' own traces (another sample rate, so other windows) averaged on the first's windows."""
+    from pipeline.detection.detector import load_detector
+
+    config, truth = archive(tmp_path / "archive")
+    member = tmp_path / "archive" / "cv12k.yaml"
+    member.write_text(config.read_text().replace(f"sample_rate_hz: {SR}", "sample_rate_hz: 12000")
+                      .replace("fmax_hz: 7000", "fmax_hz: 5500"))
+    out = tmp_path / "cv"
+    assert crossval.main(["--config", str(config), "--with", str(member), "--out", str(out), "--folds", "0"]) == 0
+    report = json.loads((out / "crossval.json").read_text())
+    assert report["with"] == [str(member)]
+    fold = out / "fold_0"
+    first, second = load_detector(fold), load_detector(fold / "with_1")
+    assert (first.sample_rate_hz, second.sample_rate_hz) == (SR, 12000)
+    traces = np.load(fold / "traces.npz")
+    for name in ("rec0.wav", "rec1.wav"):
+        path = str(tmp_path / "archive" / name)
+        own = [next(iter(crossval.score(d, [path]).values())).trace for d in (first, second)]
+        centres = [np.arange(len(t)) * d.hop_s + d.window_s / 2 for d, t in zip((first, second), own)]
+        for label in first.calls:
+            expected = (own[0][:, first.columns[label]]
+                        + np.interp(centres[0], centres[1], own[1][:, second.columns[label]])) / 2
+            np.testing.assert_allclose(traces[name][:, first.columns[label]], expected, atol=1e-6)

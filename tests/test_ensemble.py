@@ -103,3 +103,81 @@ def test_one_run_is_not_an_ensemble(runs, capsys):
         ensemble.main(["--runs", str(runs / "a"), "--out", str(runs / "bad")])
     assert stop.value.code == 2
     assert "two or more" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection ensembles (detect.py --model A --model B, crossval --with): traces averaged on the
+# first member's windows
+
+
+def clip_detector(sample_rate_hz, window, hop, names, columns):
+    from pipeline.config import from_dict
+    from pipeline.detection.detector import ClipDetector
+    from pipeline.features.framing import Framing
+
+    cfg = from_dict({"audio": {"sample_rate_hz": sample_rate_hz}})
+    return ClipDetector(run=Path(f"run{sample_rate_hz}"), cfg=cfg, names=names, task="multiclass",
+                        calls=tuple(columns), columns=columns, thresholds={c: 0.5 for c in columns},
+                        window=window, hop=hop, framing=Framing(window, hop, 512, True), min_gap_s=0.0,
+                        min_duration_s=0.0, max_event_s=None)
+
+
+def test_detection_members_are_averaged_on_the_first_members_windows():
+    """Member b's score rises linearly with time (its window centre / 10): resampled at a's window
+    centres it is a's centre / 10 exactly, and the mean is half of that plus a's constant."""
+    from pipeline.detection.ensemble import mean_trace, window_centres_s
+
+    a = clip_detector(16000, 16000, 1600, ("noise", "call"), {"call": 1})  # 1-s windows every 0.1 s
+    b = clip_detector(8000, 4000, 2000, ("call", "noise"), {"call": 0})  # 0.5-s windows every 0.25 s
+    trace_a = np.tile([0.8, 0.2], (100, 1))
+    centres_b = window_centres_s(b, 40)
+    trace_b = np.stack([centres_b / 10, 1 - centres_b / 10], axis=1)
+    mean = mean_trace([a, b], [trace_a, trace_b])
+    centres_a = window_centres_s(a, 100)
+    np.testing.assert_allclose(centres_a[:3], [0.5, 0.6, 0.7])
+    inside = centres_a <= centres_b[-1]
+    np.testing.assert_allclose(mean[inside, 1], (0.2 + centres_a[inside] / 10) / 2, rtol=1e-6)
+    np.testing.assert_allclose(mean[~inside, 1], (0.2 + centres_b[-1] / 10) / 2, rtol=1e-6)  # held at its end
+    np.testing.assert_allclose(mean[:, 0], 0.8)  # not a call label: a's own
+
+
+def test_frame_models_and_other_labels_are_not_averaged():
+    from pipeline.config import from_dict
+    from pipeline.detection.detector import DetectError, FrameDetector
+    from pipeline.detection.ensemble import check_members
+    from pipeline.features.framing import Framing
+
+    a = clip_detector(16000, 16000, 1600, ("noise", "call"), {"call": 1})
+    other = clip_detector(8000, 8000, 800, ("noise", "song"), {"song": 1})
+    with pytest.raises(DetectError, match="call labels"):
+        check_members([a, other])
+    frames = FrameDetector(run=Path("f"), cfg=from_dict({}), names=("call",), task="frames", calls=("call",),
+                           columns={"call": 0}, thresholds={"call": 0.5}, window=16000, hop=8000,
+                           framing=Framing(16000, 160, 512, True), min_gap_s=0.0, min_duration_s=0.0,
+                           max_event_s=None)
+    with pytest.raises(DetectError, match="frame model"):
+        check_members([a, frames])
+
+
+def test_detect_averages_the_scores_of_two_runs(runs):
+    """detect.py --model a --model b: its saved scores are a's and b's own (each run alone, 16 and
+    12 kHz, other hops) averaged on a's windows, and its events come from those scores."""
+    import detect
+    import pandas as pd
+
+    long_dir = runs / "demo" / "long"
+    for name, models in {"a": ["a"], "b": ["b"], "ab": ["a", "b"]}.items():
+        assert detect.main([*(x for m in models for x in ("--model", str(runs / m))), "--input", str(long_dir),
+                            "--out", str(runs / f"det_{name}"), "--save-scores"]) == 0
+    labels = json.loads((runs / "a" / "labels.json").read_text())["names"]
+    calls = [label for label in labels if label != "noise"]
+    for stem in ("demo_long", "demo_long_2"):
+        a, b, ab = (pd.read_csv(runs / f"det_{n}" / f"{stem}.scores.csv") for n in ("a", "b", "ab"))
+        assert np.array_equal(ab.start_s, a.start_s) and not np.allclose(b.start_s, a.start_s)  # b's own grid
+        centre_a, centre_b = (a.start_s + a.end_s) / 2, (b.start_s + b.end_s) / 2
+        for call in calls:
+            expected = (a[call] + np.interp(centre_a, centre_b, b[call])) / 2
+            np.testing.assert_allclose(ab[call], expected, atol=2e-4)  # the csv's 5 digits
+    settings = json.loads((runs / "det_ab" / "detect.json").read_text())
+    assert [m["sample_rate_hz"] for m in settings["with"]] == [12000]
+    assert settings["digest"] != json.loads((runs / "det_a" / "detect.json").read_text())["digest"]

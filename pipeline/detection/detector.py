@@ -43,6 +43,11 @@ class Settings:
     onset_threshold: Optional[float] = None
 
 
+def settings_digest(settings: dict) -> str:
+    """Changes whenever a file's events could: a finished file with another digest is redone."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def parse_thresholds(values: Sequence[str], default: float, names: Sequence[str]) -> dict[str, float]:
     """`T` sets every label, `label=T` one label (later values win)."""
     out = {name: default for name in names}
@@ -136,8 +141,7 @@ class ClipDetector:
                 "max_event_s": self.max_event_s, "labels": list(self.calls)}
 
     def digest(self) -> str:
-        """Changes whenever a file's events could: a finished file with another digest is redone."""
-        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:16]
+        return settings_digest(self.settings())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,8 +22,9 @@ from pipeline.atomic import write_json
 from pipeline.audio.formats import AUDIO_EXTENSIONS, find_audio
 from pipeline.audio.info import BadAudio, Limits, checked_info
 from pipeline.audio.problems import Problem
-from pipeline.detection.detector import ClipDetector, DetectError, Settings, load_detector
+from pipeline.detection.detector import ClipDetector, DetectError, Settings, load_detector, settings_digest
 from pipeline.detection.display import Progress, Spectrogram, write_plot
+from pipeline.detection.ensemble import check_members, mean_trace
 from pipeline.detection.evaluate import align_truth_files, evaluate, format_report
 from pipeline.detection.events import count_events
 from pipeline.detection.outputs import Outputs, events_frame, write_scores, write_tables
@@ -49,6 +50,7 @@ class Options:
     save_scores: bool = False
     plot: bool = False
     overwrite: bool = False
+    members: tuple[str, ...] = ()  # more runs whose scores are averaged with model's (an ensemble)
 
 
 @dataclasses.dataclass
@@ -142,14 +144,20 @@ def detect(options: Options) -> Result:
     # The true calls, in the outputs' file names, for the plots (--truth --plot).
     truth = (align_truth_files(read_truth(options.truth), {outputs.names[p]: p for p in paths})[0]
              if options.truth and options.plot else None)
-    digest = detector.digest()
-    write_json({**detector.settings(), "digest": digest}, outputs.out / "detect.json")
+    members = [load_detector(m) for m in options.members]
+    if members:
+        check_members([detector, *members])
+    settings = {**detector.settings(), **({"with": [m.settings() for m in members]} if members else {})}
+    digest = settings_digest(settings)
+    write_json({**settings, "digest": digest}, outputs.out / "detect.json")
 
     records = {p: None if options.overwrite else outputs.finished(p, digest) for p in paths}
     pending = [p for p in paths if records[p] is None]
     if len(pending) < len(paths):
         print(f"{len(paths) - len(pending)} file(s) already finished in {outputs.out} (skipped; --overwrite redoes them)")
-    jobs, bad = plan_jobs(detector, pending, options.chunk_s)
+    member_traces, bad = score_members(members, pending, options.chunk_s)
+    jobs, bad_here = plan_jobs(detector, [p for p in pending if p not in dict(bad)], options.chunk_s)
+    bad += bad_here
     timing: dict[str, float] = {}
     if jobs:
         progress = Progress(len(jobs), sum(j.info.duration_s for j in jobs))
@@ -158,7 +166,9 @@ def detect(options: Options) -> Result:
                 bad.append((job.path, str(result)))
             else:
                 scores = np.concatenate(result.scores)  # [windows, outputs]
-                records[job.path] = finish_file(job, detector, outputs, scores, digest, result.spectrogram, truth)
+                others = [(m, traces[job.path]) for m, traces in zip(members, member_traces)]
+                records[job.path] = finish_file(job, detector, outputs, scores, digest, result.spectrogram, truth,
+                                                others)
             progress.advance(files=1, name=outputs.names[job.path])
         progress.close()
 
@@ -176,14 +186,39 @@ def detect(options: Options) -> Result:
     return Result(done, bad, report, None if first is None else first - start)
 
 
+def score_members(members: list[ClipDetector], paths: list[str], chunk_s: Optional[float]
+                  ) -> tuple[list[dict[str, np.ndarray]], list[tuple[str, str]]]:
+    """Each ensemble member's trace of every file (path -> [windows, outputs]; they are small: a
+    row per hop), and the files some member could not read, with the reason."""
+    traces, bad = [], []
+    for member in members:
+        jobs, unreadable = plan_jobs(member, [p for p in paths if p not in dict(bad)], chunk_s)
+        bad += unreadable
+        found = {}
+        progress = Progress(len(jobs), sum(j.info.duration_s for j in jobs))
+        for job, result in score_files(member, jobs, False, progress, member.cfg.detect.batch_size):
+            if isinstance(result, Problem):
+                bad.append((job.path, str(result)))
+            else:
+                found[job.path] = member.trace(np.concatenate(result.scores), job.info.duration_s)
+            progress.advance(files=1)
+        progress.close()
+        traces.append(found)
+    return traces, bad
+
+
 def finish_file(job: Job, detector: ClipDetector, outputs: Outputs, scores: np.ndarray, digest: str,
-                spectrogram: Spectrogram | None, truth: Optional[pd.DataFrame] = None) -> dict:
+                spectrogram: Spectrogram | None, truth: Optional[pd.DataFrame] = None,
+                others: Sequence[tuple[ClipDetector, np.ndarray]] = ()) -> dict:
     """Events of one scored file and its outputs; the finished-record goes last and is returned.
-    `truth` (calls of every file, by output name): drawn on the plot with misses and false alarms."""
+    `truth` (calls of every file, by output name): drawn on the plot with misses and false alarms.
+    `others` (ensemble members and their traces of the file): averaged with the detector's."""
     name, calls = outputs.names[job.path], list(detector.calls)
     columns = [detector.columns[c] for c in calls]
     windows = len(scores)
     scores = detector.trace(scores, job.info.duration_s)  # [rows, outputs]
+    if others:
+        scores = mean_trace([detector, *(d for d, _ in others)], [scores, *(t for _, t in others)])
     events = detector.events(scores, job.info.duration_s)
     outputs.stem(job.path).parent.mkdir(parents=True, exist_ok=True)
     frontend = detector.cfg.frontend

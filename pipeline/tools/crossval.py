@@ -2,7 +2,7 @@
 out, in turn, over an annotated archive.
 
 python -m pipeline.tools.crossval --config configs/piha.yaml --out runs/cv-piha [--set k=v ...]
-                                  [--folds 0,3]
+                                  [--folds 0,3] [--with configs/piha_cnn.yaml ...]
 
 For every recording R of the archive (its annotation table's files): a model is trained by the
 path train.py runs (models.training.run.train) on the other recordings, one of which (the next,
@@ -23,6 +23,11 @@ recording, for a model trained on the whole archive), OUT/fold_<k>/traces.npz (t
 validation and held-out recordings) and OUT/<recording>.png (spectrogram, scores, detected
 and true events, misses and false alarms marked), and prints one table. Finished folds are kept:
 the same command resumes.
+
+--with CONFIG (repeatable; --set applies to --config only) measures an ensemble, as
+`detect.py --model A --model B` runs it: each fold also trains CONFIG (OUT/fold_<k>/with_1/, ...)
+and the models' scores are averaged on --config's windows (pipeline.detection.ensemble) before
+the settings are chosen.
 """
 from __future__ import annotations
 
@@ -43,9 +48,10 @@ import pandas as pd  # noqa: E402
 from models.training.run import train  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
 from pipeline.config import (Config, ConfigError, add_config_arguments, config_from_arguments,  # noqa: E402
-                             exit_on_config_error)
+                             exit_on_config_error, load_config)
 from pipeline.detection.detector import ClipDetector, FrameDetector, load_detector  # noqa: E402
 from pipeline.detection.display import Progress, write_plot  # noqa: E402
+from pipeline.detection.ensemble import check_members, mean_trace  # noqa: E402
 from pipeline.detection.evaluate import evaluate  # noqa: E402
 from pipeline.detection.run import plan_jobs  # noqa: E402
 from pipeline.detection.scoring import FileState, score_files  # noqa: E402
@@ -162,24 +168,36 @@ class Fold:
     seconds: float  # training (or, resumed, the training it took then) and scoring
 
 
-def score_fold(cfg: Config, fold: int, test: str, validation: str, out: Path) -> Fold:
+def trained(cfg: Config, test: str, validation: str, run: Path) -> ClipDetector:
+    """The fold's model of `cfg` in `run`, trained unless finished before."""
+    if not (run / "metrics.json").exists():
+        train(dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, test_groups=[Path(test).name], val_groups=[Path(validation).name])), run, verbose=2)
+    return load_detector(run)
+
+
+def score_fold(cfg: Config, fold: int, test: str, validation: str, out: Path, members: list[Config]) -> Fold:
     """Trains the fold's model (unless finished before) and scores its validation and held-out
-    recordings; their traces also go to fold_<k>/traces.npz."""
+    recordings; their traces also go to fold_<k>/traces.npz. With `members` (other configs of the
+    same archive), each is trained for the fold too (fold_<k>/with_<i>/) and the traces are the
+    models' mean (pipeline.detection.ensemble)."""
     fold_dir = out / f"fold_{fold}"
-    fold_cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-        cfg.data, test_groups=[Path(test).name], val_groups=[Path(validation).name]))
+    runs = [fold_dir] + [fold_dir / f"with_{i}" for i in range(1, len(members) + 1)]
     start = time.time()
-    resumed = (fold_dir / "metrics.json").exists()
-    if not resumed:
-        train(fold_cfg, fold_dir, verbose=2)
-    train_s = json.loads((fold_dir / "metrics.json").read_text())["train_seconds"]
-    detector = load_detector(fold_dir)
-    validation_scored, = score(detector, [validation]).values()
-    test_scored, = score(detector, [test], plot=True).values()
-    np.savez(fold_dir / "traces.npz", **{s.name: s.trace for s in (validation_scored, test_scored)})
-    # A resumed fold's training took place in an earlier run: its seconds come from metrics.json.
-    seconds = time.time() - start + ((train_s or 0.0) if resumed else 0.0)
-    return Fold(fold, detector, validation_scored, test_scored, seconds)
+    # A resumed model's training took place in an earlier run: its seconds come from metrics.json.
+    earlier = sum(json.loads((r / "metrics.json").read_text())["train_seconds"] or 0.0
+                  for r in runs if (r / "metrics.json").exists())
+    detectors = [trained(c, test, validation, r) for c, r in zip([cfg, *members], runs)]
+    if members:
+        check_members(detectors)
+    scored = []
+    for path in (validation, test):
+        each = [next(iter(score(d, [path], plot=path == test and d is detectors[0]).values())) for d in detectors]
+        trace = mean_trace(detectors, [s.trace for s in each]) if members else each[0].trace
+        scored.append(dataclasses.replace(each[0], trace=trace))
+    validation_scored, test_scored = scored
+    np.savez(fold_dir / "traces.npz", **{s.name: s.trace for s in scored})
+    return Fold(fold, detectors[0], validation_scored, test_scored, time.time() - start + earlier)
 
 
 def finish_fold(cfg: Config, fold: Fold, detector: ClipDetector, out: Path, truth: pd.DataFrame) -> dict:
@@ -227,16 +245,24 @@ def main(argv=None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, help="folder of the folds and crossval.json (rerun to resume)")
     parser.add_argument("--folds", default="", help="only these folds, e.g. 0,3 (default: every recording)")
+    parser.add_argument("--with", dest="members", action="append", default=[], metavar="CONFIG",
+                        help="also train this config (same archive) per fold and average its scores with "
+                             "--config's (an ensemble, as detect.py --model A --model B); repeatable")
     args = parser.parse_args(argv)
     cfg = config_from_arguments(args)
     out = Path(args.out)
     with exit_on_config_error():
         paths = recordings(cfg)
+        members = [load_config(m) for m in args.members]
+        for member, path in zip(members, args.members):
+            if recordings(member) != paths:
+                raise ConfigError(f"--with {path}: its annotated recordings differ from --config's; "
+                                  "the members of an ensemble are trained on the same folds")
         if len(paths) < 3:
             raise ConfigError(f"cross-validation by recording needs 3 or more recordings, found {len(paths)}")
     numbers = [int(f) for f in args.folds.split(",") if f.strip()] or list(range(len(paths)))
     truth = named_truth(cfg)
-    folds = [score_fold(cfg, k, paths[k], paths[(k + 1) % len(paths)], out) for k in numbers]
+    folds = [score_fold(cfg, k, paths[k], paths[(k + 1) % len(paths)], out, members) for k in numbers]
     rows, events = [], []
     for fold in folds:
         # Settings from the validation recordings of the folds, pooled, the held-out one left out.
@@ -249,7 +275,7 @@ def main(argv=None) -> int:
     # For a model trained on the whole archive: the settings of best F1 over every validation recording.
     best = choose_settings(folds[0].detector, {f.validation.name: f.validation for f in folds}, truth)
     settings = {"threshold": best.thresholds, **event_settings(best)}
-    write_json({"config": str(args.config), "overrides": args.set, "folds": rows, "pooled": total,
+    write_json({"config": str(args.config), "overrides": args.set, "with": args.members, "folds": rows, "pooled": total,
                 "settings": settings}, out / "crossval.json")
     print(format_table(rows, total))
     print("detection settings of best F1 over all validation recordings (detect: section, --threshold): "
