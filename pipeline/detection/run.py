@@ -156,7 +156,8 @@ def detect(options: Options) -> Result:
     if len(pending) < len(paths):
         print(f"{len(paths) - len(pending)} file(s) already finished in {outputs.out} (skipped; --overwrite redoes them)")
     member_traces, bad = score_members(members, pending, options.chunk_s)
-    jobs, bad_here = plan_jobs(detector, [p for p in pending if p not in dict(bad)], options.chunk_s)
+    refused = {path for path, _ in bad}
+    jobs, bad_here = plan_jobs(detector, [p for p in pending if p not in refused], options.chunk_s)
     bad += bad_here
     timing: dict[str, float] = {}
     if jobs:
@@ -192,7 +193,8 @@ def score_members(members: list[ClipDetector], paths: list[str], chunk_s: Option
     row per hop), and the files some member could not read, with the reason."""
     traces, bad = [], []
     for member in members:
-        jobs, unreadable = plan_jobs(member, [p for p in paths if p not in dict(bad)], chunk_s)
+        refused = {path for path, _ in bad}
+        jobs, unreadable = plan_jobs(member, [p for p in paths if p not in refused], chunk_s)
         bad += unreadable
         found = {}
         progress = Progress(len(jobs), sum(j.info.duration_s for j in jobs))

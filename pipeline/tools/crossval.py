@@ -190,11 +190,12 @@ def score_fold(cfg: Config, fold: int, test: str, validation: str, out: Path, me
     detectors = [trained(c, test, validation, r) for c, r in zip([cfg, *members], runs)]
     if members:
         check_members(detectors)
+    # Each model loaded once for both recordings; the first one's held-out plot is drawn.
+    each = [score(d, [validation, test], plot=d is detectors[0]) for d in detectors]
     scored = []
     for path in (validation, test):
-        each = [next(iter(score(d, [path], plot=path == test and d is detectors[0]).values())) for d in detectors]
-        trace = mean_trace(detectors, [s.trace for s in each]) if members else each[0].trace
-        scored.append(dataclasses.replace(each[0], trace=trace))
+        trace = mean_trace(detectors, [s[path].trace for s in each]) if members else each[0][path].trace
+        scored.append(dataclasses.replace(each[0][path], trace=trace))
     validation_scored, test_scored = scored
     np.savez(fold_dir / "traces.npz", **{s.name: s.trace for s in scored})
     return Fold(fold, detectors[0], validation_scored, test_scored, time.time() - start + earlier)
@@ -258,6 +259,10 @@ def main(argv=None) -> int:
             if recordings(member) != paths:
                 raise ConfigError(f"--with {path}: its annotated recordings differ from --config's; "
                                   "the members of an ensemble are trained on the same folds")
+            if "frames" in (cfg.train.task, member.train.task):
+                # Before any training; check_members refuses the trained models for the same reason.
+                raise ConfigError("--with: a frame model (train.task frames) cannot be averaged with other "
+                                  "models; ensembles take clip models")
         if len(paths) < 3:
             raise ConfigError(f"cross-validation by recording needs 3 or more recordings, found {len(paths)}")
     numbers = [int(f) for f in args.folds.split(",") if f.strip()] or list(range(len(paths)))
