@@ -49,6 +49,13 @@ def test_the_checkpoint_keeps_the_epoch_the_monitor_names(tmp_path, monitor, bes
     assert kept.get_layer("epoch").get_weights()[0][0, 0] == best
 
 
+def test_keep_last_holds_the_last_epoch_whatever_the_monitor(tmp_path):
+    path = tmp_path / "model.keras"
+    run_epochs(BestCheckpoint(path, "val_pr_auc", keep="last"), Scripted(), HISTORY)
+    kept = keras.saving.load_model(path)
+    assert kept.get_layer("epoch").get_weights()[0][0, 0] == len(HISTORY) - 1
+
+
 def test_nan_epochs_never_win_and_ties_go_to_the_lower_loss():
     assert epoch_rank({"val_macro_f1": math.nan, "val_loss": 0.1}, "val_macro_f1") < \
         epoch_rank({"val_macro_f1": 0.1, "val_loss": 9.0}, "val_macro_f1")

@@ -163,3 +163,36 @@ def test_with_another_config_each_fold_averages_the_two_models(tmp_path):
             expected = (own[0][:, first.columns[label]]
                         + np.interp(centres[0], centres[1], own[1][:, second.columns[label]])) / 2
             np.testing.assert_allclose(traces[name][:, first.columns[label]], expected, atol=1e-6)
+
+
+def test_unreadable_recordings_are_left_out_with_their_reason(tmp_path, capsys):
+    """A corrupt recording in the annotation table is named with its reason and left out of the
+    rotation (the others still cross-validate); a silent one, refused only once read, stops
+    scoring with its reason; too few readable recordings is a config error before training."""
+    import pytest
+
+    from pipeline.detection.detector import load_detector
+
+    config, truth = archive(tmp_path / "archive")
+    root = tmp_path / "archive"
+    (root / "rec3.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(200)))
+    rows = pd.concat([truth, pd.DataFrame([("rec3.wav", 1.0, 2.0, "whistle")], columns=truth.columns)])
+    rows.to_csv(root / "calls.csv", index=False)
+    out = tmp_path / "cv"
+    assert crossval.main(["--config", str(config), "--out", str(out), "--folds", "0"]) == 0
+    assert "rec3.wav" in capsys.readouterr().err
+    report = json.loads((out / "crossval.json").read_text())
+    (bad,) = report["bad_files"]
+    assert bad["file"].endswith("rec3.wav") and bad["reason"]
+    (fold,) = report["folds"]
+    assert (fold["recording"], fold["validation"]) == ("rec0.wav", "rec1.wav")
+
+    sf.write(root / "silent.wav", np.zeros(5 * SR, np.float32), SR)
+    with pytest.raises(crossval.Unreadable, match="silent"):
+        crossval.score(load_detector(out / "fold_0"), [str(root / "silent.wav")])
+
+    (root / "rec2.wav").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        crossval.main(["--config", str(config), "--out", str(tmp_path / "cv2")])
+    assert "2 (of 4 annotated)" in capsys.readouterr().err
+    assert not (tmp_path / "cv2").exists()

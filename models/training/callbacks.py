@@ -131,13 +131,17 @@ class ValidationScores(keras.callbacks.Callback):
 
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the trainer's AudioClassifier to `path` (atomically) whenever an epoch ranks above
-    every earlier one (epoch_rank), including, after a resume, the epochs in history.csv."""
+    every earlier one (epoch_rank), including, after a resume, the epochs in history.csv.
+    keep="last" (train.keep) saves every epoch instead: the file holds the last one trained."""
 
-    def __init__(self, path: Path, monitor: str, history_csv: Optional[Path] = None):
+    def __init__(self, path: Path, monitor: str, history_csv: Optional[Path] = None, keep: str = "best"):
         super().__init__()
+        if keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
         self.path = Path(path)
         self.monitor = monitor
         self.history_csv = history_csv
+        self.keep = keep
         self.best = (-math.inf, -math.inf)
 
     def on_train_begin(self, logs=None):
@@ -151,7 +155,7 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         rank = epoch_rank(logs or {}, self.monitor)
-        if rank > self.best:
+        if self.keep == "last" or rank > self.best:
             self.best = rank
             atomic_write(self.path, self.model.classifier.save)
 

@@ -72,7 +72,7 @@ def training_callbacks(cfg: Config, sets: setup.Datasets, data: setup.RunData, r
         return callbacks
     profile = tuple(int(b) for b in cfg.train.profile_batches.split(",")) if cfg.train.profile_batches else 0
     callbacks += [
-        BestCheckpoint(run_dir / "model.keras", cfg.train.monitor, run_dir / "history.csv"),
+        BestCheckpoint(run_dir / "model.keras", cfg.train.monitor, run_dir / "history.csv", cfg.train.keep),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(logs), profile_batch=profile),
     ]
@@ -124,7 +124,7 @@ def train(cfg: Config, run_dir: Path, data_service: str = "", verbose: Optional[
         return None
     best = run_dir / "model.keras"
     if best.exists():
-        model = load_classifier(best)  # the best epoch by train.monitor
+        model = load_classifier(best)  # the epoch train.keep names
     else:  # no epoch with a finite validation score
         model = trainer.classifier
         model.save(best)

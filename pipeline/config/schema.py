@@ -203,6 +203,10 @@ class TrainConfig:
     # The validation metric that picks the best epoch (model.keras) and stops training early;
     # ties go to the lower validation loss.
     monitor: Monitor = "val_loss"
+    # The epoch saved as model.keras: the "best" by train.monitor, or the "last" one trained (for
+    # a fixed schedule whose validation split is too small to choose an epoch by: a recording
+    # with a handful of calls can rank the barely trained first epoch best).
+    keep: Literal["best", "last"] = "best"
     early_stopping_patience: int = 5
     # BatchNormalization statistics for validation and the saved model: "recompute" them over
     # the training split (without augmentation) before every validation, or keep the "moving"

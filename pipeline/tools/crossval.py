@@ -24,6 +24,10 @@ validation and held-out recordings) and OUT/<recording>.png (spectrogram, scores
 and true events, misses and false alarms marked), and prints one table. Finished folds are kept:
 the same command resumes.
 
+Recordings that cannot be read (their header refused before any training, or their audio while
+it is scored) are named with the reason on stderr and in crossval.json's `bad_files`; the
+rotation runs over the readable ones, and a fold that cannot score its recordings is left out.
+
 --with CONFIG (repeatable; --set applies to --config only) measures an ensemble, as
 `detect.py --model A --model B` runs it: each fold also trains CONFIG (OUT/fold_<k>/with_1/, ...)
 and the models' scores are averaged on --config's windows (pipeline.detection.ensemble) before
@@ -47,6 +51,7 @@ import pandas as pd  # noqa: E402
 
 from models.training.run import train  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
+from pipeline.audio.info import BadAudio, Limits, checked_info  # noqa: E402
 from pipeline.config import (Config, ConfigError, add_config_arguments, config_from_arguments,  # noqa: E402
                              exit_on_config_error, load_config)
 from pipeline.detection.detector import ClipDetector, FrameDetector, load_detector  # noqa: E402
@@ -55,7 +60,7 @@ from pipeline.detection.ensemble import check_members, mean_trace  # noqa: E402
 from pipeline.detection.evaluate import evaluate  # noqa: E402
 from pipeline.detection.run import plan_jobs  # noqa: E402
 from pipeline.detection.scoring import FileState, score_files  # noqa: E402
-from pipeline.records.prepare import annotation_table  # noqa: E402
+from pipeline.records.prepare import annotation_table, one_frame_s  # noqa: E402
 
 # Score thresholds tried on each fold's validation recording, and the longest events (seconds;
 # longer ones are split into calls, None: never) tried with them.
@@ -86,16 +91,42 @@ def recordings(cfg: Config) -> list[str]:
     return sorted(set(annotation_table(cfg)["file"]))
 
 
+class Unreadable(Exception):
+    """A recording that cannot be scored: its path and the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def readable(cfg: Config, paths: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The recordings whose header detection accepts, and the reason for each of the others."""
+    limits = Limits(min_duration_s=one_frame_s(cfg))
+    ok, bad = [], {}
+    for path in paths:
+        try:
+            checked_info(path, mono=cfg.audio.mono, limits=limits)
+            ok.append(path)
+        except BadAudio as err:
+            bad[path] = str(err)
+    return ok, bad
+
+
 def score(detector: ClipDetector, paths: list[str], plot: bool = False) -> dict[str, Scored]:
-    """Each readable recording's trace (windows or frames, see ClipDetector.trace)."""
-    jobs, _bad = plan_jobs(detector, paths)
+    """Each recording's trace (windows or frames, see ClipDetector.trace); Unreadable for the
+    first that cannot be read."""
+    jobs, bad = plan_jobs(detector, paths)
+    if bad:
+        raise Unreadable(*bad[0])
     progress = Progress(len(jobs), sum(j.info.duration_s for j in jobs))
     out = {}
     for job, result in score_files(detector, jobs, plot, progress, detector.cfg.detect.batch_size):
         progress.advance(files=1)
-        if isinstance(result, FileState):
-            trace = detector.trace(np.concatenate(result.scores), job.info.duration_s)
-            out[job.path] = Scored(job.path, Path(job.path).name, job.info.duration_s, trace, result)
+        if not isinstance(result, FileState):
+            progress.close()
+            raise Unreadable(job.path, str(result))
+        trace = detector.trace(np.concatenate(result.scores), job.info.duration_s)
+        out[job.path] = Scored(job.path, Path(job.path).name, job.info.duration_s, trace, result)
     progress.close()
     return out
 
@@ -263,11 +294,27 @@ def main(argv=None) -> int:
                 # Before any training; check_members refuses the trained models for the same reason.
                 raise ConfigError("--with: a frame model (train.task frames) cannot be averaged with other "
                                   "models; ensembles take clip models")
+        listed = len(paths)
+        paths, bad = readable(cfg, paths)
+        for path, reason in bad.items():
+            print(f"crossval: left out {path}: {reason}", file=sys.stderr)
         if len(paths) < 3:
-            raise ConfigError(f"cross-validation by recording needs 3 or more recordings, found {len(paths)}")
+            raise ConfigError(f"cross-validation by recording needs 3 or more readable recordings, found "
+                              f"{len(paths)} (of {listed} annotated)")
     numbers = [int(f) for f in args.folds.split(",") if f.strip()] or list(range(len(paths)))
     truth = named_truth(cfg)
-    folds = [score_fold(cfg, k, paths[k], paths[(k + 1) % len(paths)], out, members) for k in numbers]
+    folds = []
+    for k in numbers:
+        try:
+            folds.append(score_fold(cfg, k, paths[k], paths[(k + 1) % len(paths)], out, members))
+        except Unreadable as err:
+            bad[err.path] = err.reason
+            print(f"crossval: fold {k} left out, {err.path} could not be read: {err.reason}", file=sys.stderr)
+    if not folds:
+        print("crossval: no fold could be scored", file=sys.stderr)
+        write_json({"config": str(args.config), "overrides": args.set, "with": args.members, "folds": [],
+                    "bad_files": [{"file": f, "reason": r} for f, r in bad.items()]}, out / "crossval.json")
+        return 1
     rows, events = [], []
     for fold in folds:
         # Settings from the validation recordings of the folds, pooled, the held-out one left out.
@@ -281,7 +328,8 @@ def main(argv=None) -> int:
     best = choose_settings(folds[0].detector, {f.validation.name: f.validation for f in folds}, truth)
     settings = {"threshold": best.thresholds, **event_settings(best)}
     write_json({"config": str(args.config), "overrides": args.set, "with": args.members, "folds": rows, "pooled": total,
-                "settings": settings}, out / "crossval.json")
+                "settings": settings, "bad_files": [{"file": f, "reason": r} for f, r in bad.items()]},
+               out / "crossval.json")
     print(format_table(rows, total))
     print("detection settings of best F1 over all validation recordings (detect: section, --threshold): "
           + ", ".join(f"{label}={t:g}" for label, t in best.thresholds.items())
