@@ -196,3 +196,39 @@ def test_unreadable_recordings_are_left_out_with_their_reason(tmp_path, capsys):
         crossval.main(["--config", str(config), "--out", str(tmp_path / "cv2")])
     assert "2 (of 4 annotated)" in capsys.readouterr().err
     assert not (tmp_path / "cv2").exists()
+
+
+def test_refit_scores_the_held_out_recording_with_a_model_of_every_other_recording(tmp_path):
+    """--refit: fold_0/refit is trained on rec1 and rec2 (rec1 was the fold model's validation
+    recording) with no validation split, for the epochs up to the one the fold's model kept; the
+    held-out trace is the refitted model's own and the validation trace the fold model's."""
+    from pipeline.detection.detector import load_detector
+
+    config, truth = archive(tmp_path / "archive")
+    config.write_text(config.read_text().replace("train: {epochs: 1,", "train: {epochs: 3, monitor: val_loss,"))
+    out = tmp_path / "cv"
+    assert crossval.main(["--config", str(config), "--out", str(out), "--folds", "0", "--refit"]) == 0
+    fold, refit = out / "fold_0", out / "fold_0" / "refit"
+    history = pd.read_csv(fold / "history.csv")
+    assert len(pd.read_csv(refit / "history.csv")) == int(history["val_loss"].idxmin()) + 1
+    manifest = pd.read_csv(refit / "split_manifest.csv")
+    assert set(manifest["split"]) == {"train", "test"}
+    assert {f.rsplit("/", 1)[-1] for f in manifest.loc[manifest["split"] == "train", "file"]} == {"rec1.wav",
+                                                                                                   "rec2.wav"}
+    traces = np.load(fold / "traces.npz")
+    for run, name in ((refit, "rec0.wav"), (fold, "rec1.wav")):
+        own = next(iter(crossval.score(load_detector(run), [str(tmp_path / "archive" / name)]).values())).trace
+        np.testing.assert_allclose(traces[name], own, atol=1e-6)
+    assert json.loads((out / "crossval.json").read_text())["refit"] is True
+
+
+def test_a_refit_trains_to_the_epoch_the_fold_model_kept(tmp_path):
+    from pipeline.config import from_dict
+
+    pd.DataFrame({"epoch": range(4), "val_loss": [0.5, 0.3, 0.4, 0.45], "val_pr_auc": [0.8, 0.7, 0.9, 0.9]}
+                 ).to_csv(tmp_path / "history.csv", index=False)
+    kept = {(monitor, keep): crossval.kept_epochs(from_dict({"train": {"monitor": monitor, "keep": keep}}), tmp_path)
+            for monitor in ("val_loss", "val_pr_auc") for keep in ("best", "last")}
+    # val_pr_auc ties at epochs 2 and 3: the lower validation loss (epoch 2) ranks first.
+    assert kept == {("val_loss", "best"): 2, ("val_loss", "last"): 4, ("val_pr_auc", "best"): 3,
+                    ("val_pr_auc", "last"): 4}

@@ -2,7 +2,7 @@
 out, in turn, over an annotated archive.
 
 python -m pipeline.tools.crossval --config configs/piha.yaml --out runs/cv-piha [--set k=v ...]
-                                  [--folds 0,3] [--with configs/piha_cnn.yaml ...]
+                                  [--folds 0,3] [--with configs/piha_cnn.yaml ...] [--refit]
 
 For every recording R of the archive (its annotation table's files): a model is trained by the
 path train.py runs (models.training.run.train) on the other recordings, one of which (the next,
@@ -23,6 +23,11 @@ recording, for a model trained on the whole archive), OUT/fold_<k>/traces.npz (t
 validation and held-out recordings) and OUT/<recording>.png (spectrogram, scores, detected
 and true events, misses and false alarms marked), and prints one table. Finished folds are kept:
 the same command resumes.
+
+--refit measures what a user does once the settings are chosen: train on every recording. Each
+fold also trains its config(s) on all recordings but R (OUT/fold_<k>/refit/, no validation split)
+for as many epochs as the fold's model took to the epoch it kept, and R is scored by that model;
+the validation recordings, which choose the settings, are still scored by the fold's models.
 
 Recordings that cannot be read (their header refused before any training, or their audio while
 it is scored) are named with the reason on stderr and in crossval.json's `bad_files`; the
@@ -49,6 +54,7 @@ quiet_tensorflow()
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from models.training.callbacks import epoch_rank  # noqa: E402
 from models.training.run import train  # noqa: E402
 from pipeline.atomic import write_json  # noqa: E402
 from pipeline.audio.info import BadAudio, Limits, checked_info  # noqa: E402
@@ -207,27 +213,62 @@ def trained(cfg: Config, test: str, validation: str, run: Path) -> ClipDetector:
     return load_detector(run)
 
 
-def score_fold(cfg: Config, fold: int, test: str, validation: str, out: Path, members: list[Config]) -> Fold:
+def kept_epochs(cfg: Config, run: Path) -> int:
+    """Epochs a finished run trained up to the one it saved (train.keep; the best: the first of the
+    highest epoch_rank, as BestCheckpoint keeps it)."""
+    history = pd.read_csv(run / "history.csv").to_dict("records")
+    if cfg.train.keep == "last":
+        return len(history)
+    ranks = [epoch_rank(row, cfg.train.monitor) for row in history]
+    return max(range(len(ranks)), key=ranks.__getitem__) + 1
+
+
+def refitted(cfg: Config, test: str, fold_run: Path) -> ClipDetector:
+    """`cfg` trained on every recording but `test` (fold_run/refit/, unless finished before): no
+    validation split, for kept_epochs of the fold's model, the last epoch saved."""
+    run = fold_run / "refit"
+    if not (run / "metrics.json").exists():
+        epochs = kept_epochs(cfg, fold_run)
+        train(dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, test_groups=[Path(test).name], val_groups=[], val_fraction=0.0),
+            train=dataclasses.replace(cfg.train, epochs=epochs, early_stopping_patience=epochs, keep="last")),
+            run, verbose=2)
+    return load_detector(run)
+
+
+def score_fold(cfg: Config, fold: int, test: str, validation: str, out: Path, members: list[Config],
+               refit: bool = False) -> Fold:
     """Trains the fold's model (unless finished before) and scores its validation and held-out
     recordings; their traces also go to fold_<k>/traces.npz. With `members` (other configs of the
     same archive), each is trained for the fold too (fold_<k>/with_<i>/) and the traces are the
-    models' mean (pipeline.detection.ensemble)."""
+    models' mean (pipeline.detection.ensemble). With `refit`, the held-out recording is scored by
+    each config's refitted model instead (fold_<k>/refit/, fold_<k>/with_<i>/refit/)."""
     fold_dir = out / f"fold_{fold}"
+    configs = [cfg, *members]
     runs = [fold_dir] + [fold_dir / f"with_{i}" for i in range(1, len(members) + 1)]
     start = time.time()
     # A resumed model's training took place in an earlier run: its seconds come from metrics.json.
     earlier = sum(json.loads((r / "metrics.json").read_text())["train_seconds"] or 0.0
-                  for r in runs if (r / "metrics.json").exists())
-    detectors = [trained(c, test, validation, r) for c, r in zip([cfg, *members], runs)]
+                  for run in runs for r in ([run, run / "refit"] if refit else [run])
+                  if (r / "metrics.json").exists())
+    detectors = [trained(c, test, validation, r) for c, r in zip(configs, runs)]
     if members:
         check_members(detectors)
-    # Each model loaded once for both recordings; the first one's held-out plot is drawn.
-    each = [score(d, [validation, test], plot=d is detectors[0]) for d in detectors]
-    scored = []
-    for path in (validation, test):
-        trace = mean_trace(detectors, [s[path].trace for s in each]) if members else each[0][path].trace
-        scored.append(dataclasses.replace(each[0][path], trace=trace))
-    validation_scored, test_scored = scored
+    if refit:
+        refits = [refitted(c, test, r) for c, r in zip(configs, runs)]
+        validation_each = [score(d, [validation]) for d in detectors]
+        test_each = [score(d, [test], plot=d is refits[0]) for d in refits]
+    else:  # each model loaded once for both recordings
+        refits = detectors
+        validation_each = test_each = [score(d, [validation, test], plot=d is detectors[0]) for d in detectors]
+
+    def combined(models: list[ClipDetector], each: list[dict[str, Scored]], path: str) -> Scored:
+        trace = mean_trace(models, [s[path].trace for s in each]) if members else each[0][path].trace
+        return dataclasses.replace(each[0][path], trace=trace)
+
+    validation_scored = combined(detectors, validation_each, validation)
+    test_scored = combined(refits, test_each, test)
+    scored = [validation_scored, test_scored]
     np.savez(fold_dir / "traces.npz", **{s.name: s.trace for s in scored})
     return Fold(fold, detectors[0], validation_scored, test_scored, time.time() - start + earlier)
 
@@ -277,6 +318,9 @@ def main(argv=None) -> int:
     add_config_arguments(parser)
     parser.add_argument("--out", required=True, help="folder of the folds and crossval.json (rerun to resume)")
     parser.add_argument("--folds", default="", help="only these folds, e.g. 0,3 (default: every recording)")
+    parser.add_argument("--refit", action="store_true",
+                        help="score each held-out recording with the config(s) trained on all the others "
+                             "(no validation split; the epochs of the fold's model)")
     parser.add_argument("--with", dest="members", action="append", default=[], metavar="CONFIG",
                         help="also train this config (same archive) per fold and average its scores with "
                              "--config's (an ensemble, as detect.py --model A --model B); repeatable")
@@ -306,7 +350,7 @@ def main(argv=None) -> int:
     folds = []
     for k in numbers:
         try:
-            folds.append(score_fold(cfg, k, paths[k], paths[(k + 1) % len(paths)], out, members))
+            folds.append(score_fold(cfg, k, paths[k], paths[(k + 1) % len(paths)], out, members, args.refit))
         except Unreadable as err:
             bad[err.path] = err.reason
             print(f"crossval: fold {k} left out, {err.path} could not be read: {err.reason}", file=sys.stderr)
@@ -327,7 +371,8 @@ def main(argv=None) -> int:
     # For a model trained on the whole archive: the settings of best F1 over every validation recording.
     best = choose_settings(folds[0].detector, {f.validation.name: f.validation for f in folds}, truth)
     settings = {"threshold": best.thresholds, **event_settings(best)}
-    write_json({"config": str(args.config), "overrides": args.set, "with": args.members, "folds": rows, "pooled": total,
+    write_json({"config": str(args.config), "overrides": args.set, "with": args.members, "refit": args.refit,
+                "folds": rows, "pooled": total,
                 "settings": settings, "bad_files": [{"file": f, "reason": r} for f, r in bad.items()]},
                out / "crossval.json")
     print(format_table(rows, total))
