@@ -89,6 +89,27 @@ def test_tensorboard_has_scalars_images_confusion_matrix_and_pr_curves(tiny_run)
     assert {"pr/noise", "pr/pulses", "pr/upsweep", "pr/whistle"} <= tags
 
 
+def test_without_validation_records_every_epoch_is_trained_and_the_last_kept(demo_data, tmp_path, capsys):
+    """No validation split: nothing to stop early on, so patience 1 must not end the run after
+    its first epoch (a missing score never improves), and Keras is not handed an empty
+    validation set (its "input ran out of data" warning)."""
+    import warnings
+
+    run = tmp_path / "run"
+    overrides = [f"data.root={demo_data}", "data.val_fraction=0", "train.epochs=3", "train.early_stopping_patience=1",
+                 "train.monitor=val_loss", "model.width=4", "model.depth=1", "pipeline.batch_size=16",
+                 "train.image_examples=0"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train.main(["--config", str(DEMO), "--out", str(run), *set_args(overrides)]) == 0
+    assert "no validation records: all 3 epochs are trained and the last one kept" in capsys.readouterr().out
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
+    assert "val" not in set(pd.read_csv(run / "split_manifest.csv")["split"])
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["epoch"]) == [0, 1, 2] and history.filter(like="val_").isna().all().all()
+    assert (run / "model.keras").exists()
+
+
 def test_killed_run_resumes_at_the_next_epoch(demo_data, tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), "--config", str(DEMO), "--out", str(run),

@@ -48,6 +48,14 @@ def with_balance(cfg: Config, data: setup.RunData) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, balance=resolved_balance(cfg, data)))
 
 
+def without_validation(cfg: Config) -> Config:
+    """A run with no validation records has no score to stop early on or to pick an epoch by:
+    every epoch of train.epochs is trained and the last one kept. (Otherwise early stopping would
+    end it after early_stopping_patience epochs, since a missing score never improves.)"""
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, keep="last", early_stopping_patience=cfg.train.epochs))
+
+
 def statistics_batches(cfg: Config, data: setup.RunData) -> int:
     """Batches over which BatchStatistics averages: STATISTICS_EXAMPLES examples, at most one pass
     over the training split."""
@@ -98,6 +106,10 @@ def train(cfg: Config, run_dir: Path, data_service: str = "", verbose: Optional[
     data = setup.prepare_run(cfg, run_dir if chief else Path(tempfile.mkdtemp(prefix="worker_run_")),
                              quiet=not chief)
     cfg = with_balance(cfg, data)
+    validate = not data.part("val").empty
+    if not validate:
+        cfg = without_validation(cfg)
+        print(f"no validation records: all {cfg.train.epochs} epochs are trained and the last one kept")
     if cfg.train.balance != "none":
         print(f"class balance: {cfg.train.balance}")
     # A multi-worker run's trainers share one service job: each training batch goes to one of them.
@@ -115,7 +127,7 @@ def train(cfg: Config, run_dir: Path, data_service: str = "", verbose: Optional[
 
     start = time.time()
     fit(trainer, sets.train, strategy, epochs=cfg.train.epochs, steps_per_epoch=sets.steps_per_epoch,
-        validation_data=sets.val, callbacks=training_callbacks(cfg, sets, data, run_dir, chief=chief),
+        validation_data=sets.val if validate else None, callbacks=training_callbacks(cfg, sets, data, run_dir, chief=chief),
         class_weight=class_weight, backup_dir=run_dir / "backup",
         verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
     train_s = time.time() - start
