@@ -231,8 +231,7 @@ def refitted(cfg: Config, test: str, fold_run: Path) -> ClipDetector:
         epochs = kept_epochs(cfg, fold_run)
         train(dataclasses.replace(
             cfg, data=dataclasses.replace(cfg.data, test_groups=[Path(test).name], val_groups=[], val_fraction=0.0),
-            train=dataclasses.replace(cfg.train, epochs=epochs, early_stopping_patience=epochs, keep="last")),
-            run, verbose=2)
+            train=dataclasses.replace(cfg.train, epochs=epochs)), run, verbose=2)  # no validation: the last kept
     return load_detector(run)
 
 
