@@ -11,6 +11,7 @@ import tensorflow as tf
 from models.backbones.registry import build_backbone, check_task, model_framing
 from pipeline.config import AudioConfig, ConfigError, FrontendConfig, ModelConfig, load_config
 from pipeline.datasets.clips import frame_targets, frame_times_s, load_clip
+from pipeline.features.framing import framing
 from pipeline.records.labels import LabelSpec
 from pipeline.detection.events import frame_events, onset_peaks, stitch_frames
 from pipeline.features.frontend import frontend_output_shape
@@ -54,10 +55,14 @@ def test_frame_targets_mark_presence_and_onsets():
 
 
 def test_frame_times_follow_the_frontend():
-    fe = FrontendConfig(n_fft=256, hop_samples=100)
-    np.testing.assert_allclose(frame_times_s(tf.constant(2.0, tf.float64), 3, fe, 1000).numpy(), [2.0, 2.1, 2.2])
-    off = FrontendConfig(n_fft=256, hop_samples=100, center=False)
-    np.testing.assert_allclose(frame_times_s(tf.constant(0.0, tf.float64), 2, off, 1000).numpy(), [0.128, 0.228])
+    fe = framing(FrontendConfig(n_fft=256, hop_samples=100), 1000, 200)  # 3 centred frames
+    np.testing.assert_allclose(frame_times_s(tf.constant(2.0, tf.float64), fe, 1000).numpy(), [2.0, 2.1, 2.2])
+    off = framing(FrontendConfig(n_fft=256, hop_samples=100, center=False), 1000, 356)  # 2 frames from 0
+    np.testing.assert_allclose(frame_times_s(tf.constant(0.0, tf.float64), off, 1000).numpy(), [0.128, 0.228])
+    # A family's own frontend (BirdNET's: 2,048-sample frames every 278, not centred).
+    from models.backbones.birdnet import FRAMING
+    np.testing.assert_allclose(frame_times_s(tf.constant(1.0, tf.float64), FRAMING, 144000).numpy()[[0, 1, -1]],
+                               [1 + 1024 / 144000, 1 + 1302 / 144000, 1 + (1024 + 510 * 278) / 144000])
 
 
 def test_load_clip_reports_where_its_crop_starts(tmp_path):

@@ -30,9 +30,9 @@ def features(batch: int, input_shape=SMALL_INPUT) -> np.ndarray:
 
 def test_registry_names_are_pinned():
     assert set(REGISTRY) == {"small_cnn", "capuchin_baseline", "watkins_cnn", "resnet", "mobilenet",
-                             "efficientnet_b0", "crnn", "birdnet"}
-    assert set(OWN_FRONTEND) == {"birdnet"}
-    assert FRAME_MODELS == {"crnn"}
+                             "efficientnet_b0", "crnn", "birdnet", "birdnet_frames"}
+    assert set(OWN_FRONTEND) == {"birdnet", "birdnet_frames"}
+    assert FRAME_MODELS == {"crnn", "birdnet_frames"}
 
 
 def test_unknown_name_lists_the_known_ones():

@@ -156,8 +156,9 @@ def _families(param: Param, registry: dict, where: Optional[str], task: str) -> 
     """model.name: by default (where is None) the compact families the registry has (its frame
     models for train.task "frames"); families named in the config (at `where`) must exist."""
     if where is None:
-        from models.backbones.registry import FRAME_MODELS
-        defaults = tuple(sorted(FRAME_MODELS)) if task == "frames" else param.values
+        from models.backbones.registry import FRAME_MODELS, OWN_FRONTEND
+        # Pretrained families (their own frontend, clip length and weights) only when named.
+        defaults = tuple(sorted(FRAME_MODELS - set(OWN_FRONTEND))) if task == "frames" else param.values
         present = tuple(v for v in defaults if v in registry)
         if not present:
             raise ConfigError(f"tune.space.model.name: none of the default families {list(param.values)} is in "

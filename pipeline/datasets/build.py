@@ -142,7 +142,7 @@ def make_dataset(records: pd.DataFrame, labels: LabelSpec, cfg: Config, framing:
         if not with_start:
             return got, rec["target"]
         clip, start = got
-        times = frame_times_s(start, framing.frames, cfg.frontend, cfg.audio.sample_rate_hz)  # [frames]
+        times = frame_times_s(start, framing, cfg.audio.sample_rate_hz)  # [frames]
         targets = frame_targets(rec["events"], times, len(labels.names),
                                 cfg.train.onset_tolerance_s)  # [frames, 2K]
         # Frames outside the region (padding, or audio the record does not cover) hold no calls.

@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from pipeline.audio.region import read_mono
 from pipeline.audio.resample import resample, resample_segment, resampled_length
-from pipeline.config import AudioConfig, FrontendConfig
+from pipeline.config import AudioConfig
+from pipeline.features.framing import Framing
 
 
 def crop_offset(region_samples: tf.Tensor, clip_samples: int, audio: AudioConfig,
@@ -179,16 +180,16 @@ def clip_from_region(region: Region, audio: AudioConfig, training: bool, seed: O
     return out, region.first_s + tf.cast(offset, tf.float64) / float(audio.sample_rate_hz)
 
 
-def frame_times_s(clip_start_s: tf.Tensor, num_frames: int, frontend: FrontendConfig,
-                  sample_rate_hz: int) -> tf.Tensor:
-    """File times (float64 [num_frames]) of the centres of a clip's frontend frames."""
-    return tf.cast(clip_start_s, tf.float64) + tf.constant(frame_centres_s(num_frames, frontend, sample_rate_hz))
+def frame_times_s(clip_start_s: tf.Tensor, framing: Framing, sample_rate_hz: int) -> tf.Tensor:
+    """File times (float64 [framing.frames]) of the centres of a clip's frontend frames."""
+    return tf.cast(clip_start_s, tf.float64) + tf.constant(frame_centres_s(framing.frames, framing, sample_rate_hz))
 
 
-def frame_centres_s(num_frames: int, frontend: FrontendConfig, sample_rate_hz: int) -> np.ndarray:
-    """Centres (float64 [num_frames], seconds) of the frontend's frames from the signal start."""
-    centre = 0.0 if frontend.center else frontend.frame_length_samples(sample_rate_hz) / 2.0
-    return (np.arange(num_frames) * frontend.hop_length_samples(sample_rate_hz) + centre) / sample_rate_hz
+def frame_centres_s(num_frames: int, framing: Framing, sample_rate_hz: int) -> np.ndarray:
+    """Centres (float64 [num_frames], seconds) of a framing's frames from the signal start: frame
+    t reads [t * hop, t * hop + frame_length), or is centred on t * hop."""
+    centre = 0.0 if framing.center else framing.frame_length / 2.0
+    return (np.arange(num_frames) * framing.hop + centre) / sample_rate_hz
 
 
 def frame_targets(events: tf.Tensor, times_s: tf.Tensor, num_labels: int, onset_tolerance_s: float) -> tf.Tensor:

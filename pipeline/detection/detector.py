@@ -154,7 +154,7 @@ class FrameDetector(ClipDetector):
 
     @property
     def frame_hop(self) -> int:
-        return self.cfg.frontend.hop_length_samples(self.sample_rate_hz)
+        return self.framing.hop
 
     @property
     def frame_s(self) -> float:
@@ -163,7 +163,7 @@ class FrameDetector(ClipDetector):
     @property
     def frame_offset_s(self) -> float:
         """Where frame 0's span starts: its centre (as in training) minus half a frame."""
-        return float(frame_centres_s(1, self.cfg.frontend, self.sample_rate_hz)[0]) - self.frame_s / 2
+        return float(frame_centres_s(1, self.framing, self.sample_rate_hz)[0]) - self.frame_s / 2
 
     @property
     def onset_radius_s(self) -> float:
