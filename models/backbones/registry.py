@@ -103,16 +103,6 @@ def check_model(cfg: Config) -> None:
                           f"(e.g. 48000 Hz and 3.0 s, or 12000 Hz and 12.0 s to play the audio 4x faster)")
 
 
-def frame_grid(cfg: Config) -> tuple[int, float]:
-    """(hop, centre of frame 0), in samples at the model rate, of the frames a frame model
-    scores: its frontend's frames (a family's own frontend: that framing's)."""
-    if cfg.model.name in OWN_FRONTEND:
-        own = OWN_FRONTEND[cfg.model.name].framing
-        return own.hop, 0.0 if own.center else own.frame_length / 2.0
-    fe, sr = cfg.frontend, cfg.audio.sample_rate_hz
-    return fe.hop_length_samples(sr), 0.0 if fe.center else fe.frame_length_samples(sr) / 2.0
-
-
 def shares_trunk(cfg: Config) -> bool:
     """Whether this config's trunk runs once over a chunk in detection: a poolable family on
     features that are not normalised per window (frontend.normalize "none")."""
