@@ -81,14 +81,16 @@ class OwnFrontend:
     features_shape: tuple
 
 
+# The models built on BirdNET's frontend and trunk (a clip head and a frame head).
+BIRDNET_MODELS = ("birdnet", "birdnet_frames")
+
 OWN_FRONTEND: dict[str, OwnFrontend] = {
     name: OwnFrontend(birdnet_family.birdnet_spectrogram, birdnet_family.FRAMING, birdnet_family.FEATURES_SHAPE)
-    for name in ("birdnet", "birdnet_frames")
+    for name in BIRDNET_MODELS
 }
 
 # Families whose weights come with terms of their own: the notice a run directory carries.
-LICENCE_NOTICES: dict[str, Callable[[], str]] = {name: birdnet_family.licence_notice
-                                                 for name in ("birdnet", "birdnet_frames")}
+LICENCE_NOTICES: dict[str, Callable[[], str]] = {name: birdnet_family.licence_notice for name in BIRDNET_MODELS}
 
 
 def check_model(cfg: Config) -> None:

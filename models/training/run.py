@@ -127,7 +127,8 @@ def train(cfg: Config, run_dir: Path, data_service: str = "", verbose: Optional[
 
     start = time.time()
     fit(trainer, sets.train, strategy, epochs=cfg.train.epochs, steps_per_epoch=sets.steps_per_epoch,
-        validation_data=sets.val if validate else None, callbacks=training_callbacks(cfg, sets, data, run_dir, chief=chief),
+        validation_data=sets.val if validate else None,
+        callbacks=training_callbacks(cfg, sets, data, run_dir, chief=chief),
         class_weight=class_weight, backup_dir=run_dir / "backup",
         verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose)
     train_s = time.time() - start
