@@ -280,14 +280,14 @@ def test_two_trial_search_writes_every_output(resumed, demo_data):
 
 def test_default_tuner_over_the_default_space(demo_data, tmp_path):
     """The README's command with the default tuner (Hyperband) and the whole default space (model
-    families, widths, depths, frontends, augmentation, rates, batch sizes), shrunk to 2 epochs:
+    families, widths, depths, frontends, augmentation, rates, batch sizes), shrunk to 2 epochs and 4 trials:
     every trial completes or fails with a reason, and the search ends by itself."""
     out = tmp_path / "default"
-    args = ["--config", str(CONFIGS / "demo.yaml"), "--out", str(out), "--max-trials", "6",
+    args = ["--config", str(CONFIGS / "demo.yaml"), "--out", str(out), "--max-trials", "4",
             "--set", f"data.root={demo_data}", "--set", "tune.max_epochs=2"]
     assert search.main(args) == 0
     trials = read_trials(out)
-    assert len(trials) >= 6
+    assert len(trials) >= 4
     assert set(trials["status"]) <= {"COMPLETED", "FAILED"}
     failed = trials[trials["status"] == "FAILED"]
     assert all(isinstance(m, str) and m for m in failed["message"]), failed
