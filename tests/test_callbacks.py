@@ -1,5 +1,6 @@
 """The callbacks that decide a run's outcome: which epoch is kept (train.monitor), when training
-stops, and the BatchNormalization statistics recomputed before each validation."""
+stops, the BatchNormalization statistics recomputed before each validation, and the validation
+scores each epoch."""
 import math
 
 import keras
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.training.callbacks import BatchStatistics, BestCheckpoint, EarlyStopping, epoch_rank
+from models.training.callbacks import BatchStatistics, BestCheckpoint, EarlyStopping, ValidationScores, epoch_rank
+from pipeline.records.labels import LabelSpec
 
 # Four epochs whose best differs by monitor: loss best at 2, macro F1 best at 1 and 3 (tie: the
 # lower loss, 3), PR-AUC best at 0, accuracy best at 3.
@@ -105,3 +107,42 @@ def test_batch_statistics_are_the_training_split_averages():
     np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([o.var(axis=(0, 1, 2)) for o in outputs], 0),
                                rtol=1e-4)
     assert bn.momentum == 0.99  # training goes on with its own momentum
+
+
+def test_validation_scores_follow_the_weights_through_one_traced_graph():
+    """Each epoch's val_pr_auc is that of the weights at that epoch (scores computed here by hand),
+    while the model's Python code runs only while the first epoch traces the graph, not for every
+    batch of every epoch as an eager call would (slow for recurrent layers)."""
+    from models.training.evaluation import classification_metrics
+    from models.training.trainer import Trainer
+
+    calls = []
+
+    class Classifier(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1, activation="sigmoid")
+
+        def scores(self, features, training=False):
+            calls.append(features.shape)  # at tracing only, in a graph
+            return self.dense(keras.ops.reshape(features, (-1, 2)))
+
+    trainer = Trainer(Classifier(), stage=None)
+    features = np.random.default_rng(0).normal(size=(7, 2, 1, 1)).astype(np.float32)
+    targets = np.array([[0], [1], [0], [1], [1], [0], [0]], np.float32)
+    val = tf.data.Dataset.from_tensor_slices((features, targets)).batch(3).map(lambda f, y: ({"features": f}, y))
+    labels = LabelSpec(("noise", "call"), "binary")
+    callback = ValidationScores(val, labels)
+    callback.set_model(trainer)
+    trainer.classifier.scores(features[:1])
+    callback.on_train_begin()
+    traced = []
+    for epoch, weights in enumerate([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]):
+        trainer.classifier.dense.set_weights([np.array(weights, np.float32)[:, None], np.zeros(1, np.float32)])
+        logs = {}
+        callback.on_epoch_end(epoch, logs)
+        scores = 1 / (1 + np.exp(-features.reshape(7, 2) @ np.array(weights)[:, None]))
+        expected = classification_metrics(scores, targets, labels)[0]["pr_auc"]
+        assert logs["val_pr_auc"] == pytest.approx(expected), epoch
+        traced.append(len(calls))
+    assert traced[0] == traced[-1], traced

@@ -13,7 +13,7 @@ import pandas as pd
 import tensorflow as tf
 
 from models.training import reports
-from models.training.evaluation import classification_metrics, decisions, predict_scores
+from models.training.evaluation import classification_metrics, decisions, predict_scores, scoring_step
 from pipeline.atomic import atomic_write
 from pipeline.records.labels import LabelSpec
 
@@ -104,9 +104,15 @@ class ValidationScores(keras.callbacks.Callback):
         self.val_ds = val_ds
         self.labels = labels
         self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "validation_images")) if log_dir else None
+        self.step = None
+
+    def on_train_begin(self, logs=None):
+        self.step = scoring_step(self.model)  # traced at the first epoch's end, then reused
 
     def on_epoch_end(self, epoch, logs=None):
-        scores, targets = predict_scores(self.model, self.val_ds)
+        if self.step is None:
+            self.step = scoring_step(self.model)
+        scores, targets = predict_scores(self.model, self.val_ds, self.step)
         if not len(targets):
             return
         metrics, _ = classification_metrics(scores, targets, self.labels)
