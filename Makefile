@@ -23,8 +23,9 @@ demo: install
 	$(PY) detect.py --model runs/demo --input data/demo/long --out runs/demo/detect \
 		--truth data/demo/long/truth.csv
 
+# Tests run in parallel worker processes, one per core (at most 4: each holds its own TensorFlow).
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --maxprocesses 4 tests
 
 bench: install
 	$(PY) -m pipeline.tools.bench_input --files '../shared/data/watkins10/*.wav' --sample-rate-hz 16000 \
