@@ -135,7 +135,6 @@ def test_validation_scores_follow_the_weights_through_one_traced_graph():
     callback = ValidationScores(val, labels)
     callback.set_model(trainer)
     trainer.classifier.scores(features[:1])
-    callback.on_train_begin()
     traced = []
     for epoch, weights in enumerate([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]):
         trainer.classifier.dense.set_weights([np.array(weights, np.float32)[:, None], np.zeros(1, np.float32)])

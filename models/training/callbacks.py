@@ -106,12 +106,11 @@ class ValidationScores(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "validation_images")) if log_dir else None
         self.step = None
 
-    def on_train_begin(self, logs=None):
-        self.step = scoring_step(self.model)  # traced at the first epoch's end, then reused
+    def set_model(self, model):
+        super().set_model(model)
+        self.step = scoring_step(model)  # traced at the first epoch's end, then reused
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.step is None:
-            self.step = scoring_step(self.model)
         scores, targets = predict_scores(self.model, self.val_ds, self.step)
         if not len(targets):
             return
